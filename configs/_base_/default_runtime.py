@@ -1,0 +1,22 @@
+# Runtime shared by every fsa-seg config: evaluation only (training-free), mmseg scope, plugin import.
+custom_imports = dict(imports=['fsa_seg'], allow_failed_imports=False)
+default_scope = 'mmseg'
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+
+test_cfg = dict(type='TestLoop')
+test_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+)

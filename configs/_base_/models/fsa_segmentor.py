@@ -1,0 +1,34 @@
+# The FSA segmentor with the released defaults (FSA-ProxyCLIP, OpenAI ViT-B/16, SAM proxy).
+# Every key can be overridden with --cfg-options model.KEY=VALUE.
+_base_ = ['../default_runtime.py']
+
+model = dict(
+    type='FSASegmentor',
+    # CLIP backbone, by open_clip name and pretrained tag (or a local checkpoint file).
+    clip_model='ViT-B-16',
+    clip_pretrained='openai',
+    clip_checkpoint=None,
+    # Last-block attention of the base method (see README: base methods).
+    base_method='proxyclip',
+    # Proxy vision foundation model for ProxyCLIP: sam | dino | dinov2 | mae.
+    vfm='sam',
+    vfm_checkpoint=None,
+    beta=1.2,
+    gamma=3.0,
+    # FSA (paper Sec. 3): on/off, top-p pruning mass, sharpening lambda.
+    fsa=True,
+    top_p=0.45,
+    lamda=3.0,
+    # Text side: class-name file ('; '-separated synonyms per line) or a builtin name (voc21, ...).
+    name_path='voc21',
+    # Prediction.
+    prob_thd=0.0,
+    logit_scale=40.0,
+    slide_crop=336,
+    slide_stride=112,
+    # 'auto' = fp16 on CUDA, fp32 on CPU; or 'fp32' / 'fp16' / 'bf16'.
+    precision='auto',
+    device=None,
+    # Random weights for pipeline checks only (prints a loud warning; never for results).
+    random_weights=False,
+)

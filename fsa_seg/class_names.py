@@ -1,0 +1,117 @@
+"""Class-name files: the text queries of training-free open-vocabulary segmentation.
+
+Format (as released with FSA, ICCV 2025, and its base ProxyCLIP/SCLIP): one line per
+class, in label-id order; a line may hold several synonyms separated by ``;`` (the
+released files use ``'; '``). Every synonym becomes one text query, and the query's
+score counts for the class of its line. VOC21 and COCO-Object put many background
+synonyms (sky, wall, ...) on line 1 (class 0, background).
+
+Builtin names (``voc21``, ``ade20k``, ...) resolve to the files packaged in
+``fsa_seg/class_names/``; anything else is read as a file path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Tuple, Union
+
+CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
+
+PathLike = Union[str, 'os.PathLike[str]']
+
+
+def list_class_name_files() -> List[str]:
+    """Return the builtin class-name set names, sorted (e.g. ``['ade20k', ...]``)."""
+    if not CLASS_NAME_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in CLASS_NAME_DIR.glob('*.txt'))
+
+
+def resolve_class_name_file(name_or_path: PathLike) -> Path:
+    """Map a builtin name (``'voc21'``) or a file path to an existing file.
+
+    Raises:
+        FileNotFoundError: neither a builtin name nor an existing file; the
+            message lists the builtin names.
+    """
+    text = os.fspath(name_or_path)
+    builtin = CLASS_NAME_DIR / f'{text}.txt'
+    # A bare word is a builtin name; a path-like string is taken literally even if a
+    # builtin of the same stem exists, so user files are never shadowed.
+    if text and os.sep not in text and '/' not in text and builtin.is_file():
+        return builtin
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    builtins = ', '.join(list_class_name_files()) or '(none packaged)'
+    raise FileNotFoundError(
+        f"class-name file '{text}' not found: give a builtin name ({builtins}) "
+        'or the path of a text file with one class per line')
+
+
+def parse_class_names(text: str, source: str = '<string>') -> Tuple[List[str], List[int]]:
+    """Parse class-name text into queries and their class indices.
+
+    Lines are split on ``;`` and every synonym is stripped (the released loader
+    splits on ``'; '``, which yields the same words for the released files).
+
+    Raises:
+        ValueError: no classes, an empty line, or an empty synonym; the message
+            names ``source`` and the line number.
+    """
+    # splitlines() handles '\n', '\r\n' and '\r'; a final newline adds no line.
+    lines = text.splitlines()
+    # Blank lines at the very end are editor noise, not classes.
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f'class-name file {source} has no classes (it is empty)')
+
+    query_words: List[str] = []
+    query_to_class: List[int] = []
+    for class_idx, line in enumerate(lines):
+        lineno = class_idx + 1
+        if not line.strip():
+            raise ValueError(
+                f'class-name file {source}, line {lineno}: empty line; every line '
+                'must name one class (label ids follow line order)')
+        for word in line.split(';'):
+            word = word.strip()
+            if not word:
+                raise ValueError(
+                    f'class-name file {source}, line {lineno}: empty synonym in '
+                    f'{line.strip()!r} (check for doubled or trailing ";")')
+            query_words.append(word)
+            query_to_class.append(class_idx)
+    return query_words, query_to_class
+
+
+def load_class_names(name_or_path: PathLike) -> Tuple[List[str], List[int]]:
+    """Load a class-name set.
+
+    Args:
+        name_or_path: builtin name (see :func:`list_class_name_files`) or file path.
+
+    Returns:
+        ``(query_words, query_to_class)``: one entry per synonym; the number of
+        classes is ``max(query_to_class) + 1``.
+
+    Raises:
+        FileNotFoundError: the name/path does not resolve to a file.
+        ValueError: the file is not UTF-8, is empty, or has an empty line/synonym.
+    """
+    path = resolve_class_name_file(name_or_path)
+    try:
+        # utf-8-sig: a BOM written by some Windows editors is not part of line 1.
+        text = path.read_text(encoding='utf-8-sig')
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f'class-name file {path} is not valid UTF-8 (byte {err.start}); '
+            'save it as UTF-8 text') from None
+    return parse_class_names(text, source=str(path))
+
+
+def num_classes(name_or_path: PathLike) -> int:
+    """Number of classes (lines) of a class-name set."""
+    _, query_to_class = load_class_names(name_or_path)
+    return max(query_to_class) + 1

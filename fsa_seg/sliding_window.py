@@ -1,0 +1,75 @@
+"""Sliding-window inference with overlap, as in the training-free OVSS protocol (SCLIP/ProxyCLIP/FSA).
+
+Windows of ``crop`` with ``stride``; the last window of a row/column is shifted back to end at the image
+border; an image smaller than the crop is one window of its own size. Each window is padded (centred,
+zeros) to a multiple of ``pad_multiple`` so the patch grid covers it, the model's scores are cut back to
+the window, summed into the image and divided by the number of windows covering each pixel.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Window = Tuple[int, int, int, int]  # y1, y2, x1, x2
+
+
+def _starts(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
+    n = max(size - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for i in range(n):
+        end = min(i * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def windows(height: int, width: int, crop: Tuple[int, int], stride: Tuple[int, int]) -> List[Window]:
+    """All windows ``(y1, y2, x1, x2)`` covering a ``height x width`` image."""
+    if min(crop) <= 0 or min(stride) <= 0:
+        raise ValueError(f"crop and stride must be positive, got crop={crop} stride={stride}")
+    return [(y1, y2, x1, x2) for y1, y2 in _starts(height, crop[0], stride[0])
+            for x1, x2 in _starts(width, crop[1], stride[1])]
+
+
+def centre_padding(height: int, width: int, multiple: int) -> Tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` zero padding that makes both sides a multiple of ``multiple``."""
+    pad_w = (-width) % multiple
+    pad_h = (-height) % multiple
+    return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tensor], num_outputs: int,
+                    crop: Tuple[int, int], stride: Tuple[int, int], pad_multiple: int = 1,
+                    crop_batch_size: int = 8) -> List[Tensor]:
+    """Scores ``[num_outputs, H, W]`` for each image ``[3, H, W]`` of ``images`` (sizes may differ).
+
+    ``score_fn`` maps a batch of equally sized (padded) windows ``[n, 3, h, w]`` to ``[n, num_outputs, h, w]``.
+    Windows of all images are batched together ``crop_batch_size`` at a time, so a batch of images gives
+    the same windows, hence the same scores, as the images one by one.
+    """
+    jobs = []  # (image index, window, padding), grouped by padded window shape
+    for idx, img in enumerate(images):
+        for win in windows(img.shape[-2], img.shape[-1], crop, stride):
+            pad = centre_padding(win[1] - win[0], win[3] - win[2], pad_multiple)
+            jobs.append((idx, win, pad))
+    outputs = [img.new_zeros((num_outputs, *img.shape[-2:]), dtype=torch.float32) for img in images]
+    counts = [img.new_zeros((1, *img.shape[-2:]), dtype=torch.float32) for img in images]
+    by_shape = {}
+    for job in jobs:
+        _, (y1, y2, x1, x2), (l, r, t, b) = job
+        by_shape.setdefault((y2 - y1 + t + b, x2 - x1 + l + r), []).append(job)
+    for group in by_shape.values():
+        for chunk in _chunks(group, crop_batch_size):
+            crops = torch.stack([F.pad(images[i][:, y1:y2, x1:x2], pad) for i, (y1, y2, x1, x2), pad in chunk])
+            scores = score_fn(crops).float()
+            for (i, (y1, y2, x1, x2), (l, _, t, _)), score in zip(chunk, scores):
+                outputs[i][:, y1:y2, x1:x2] += score[:, t:t + y2 - y1, l:l + x2 - x1]
+                counts[i][:, y1:y2, x1:x2] += 1
+    return [out / cnt for out, cnt in zip(outputs, counts)]

@@ -1,0 +1,149 @@
+"""tools/check_data.py on a generated data/ tree."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('fsa_check_data', REPO_ROOT / 'tools' / 'check_data.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+check_data = _load_tool()
+
+
+def write_pair(root: Path, img: str, mask: str, values, size=(2, 4), mask_mode='L',
+               img_size=None) -> None:
+    h, w = size
+    (root / img).parent.mkdir(parents=True, exist_ok=True)
+    (root / mask).parent.mkdir(parents=True, exist_ok=True)
+    fmt = 'PNG' if img.endswith('.png') else 'JPEG'
+    img_h, img_w = img_size or size
+    Image.new('RGB', (img_w, img_h), (1, 2, 3)).save(root / img, format=fmt)
+    arr = np.resize(np.array(values, np.uint8), (h, w))
+    if mask_mode == 'RGB':
+        Image.fromarray(np.stack([arr] * 3, -1)).save(root / mask)
+    else:
+        label = Image.fromarray(arr, mode=mask_mode)
+        if mask_mode == 'P':  # a full palette, so Pillow keeps the indices as written
+            label.putpalette([c for k in range(256) for c in (k, k, 255 - k)])
+        label.save(root / mask)
+
+
+@pytest.fixture
+def data_tree(tmp_path):
+    """VOC ready (3 val images), ADE20K with problems, Cityscapes with a colour mask."""
+    voc = tmp_path / 'VOCdevkit' / 'VOC2012'
+    for k in range(3):
+        write_pair(voc, f'JPEGImages/{k}.jpg', f'SegmentationClass/{k}.png', [0, 5, 20, 255],
+                   mask_mode='P')
+    write_pair(voc, 'JPEGImages/train_only.jpg', 'SegmentationClass/train_only.png', [1])
+    (voc / 'ImageSets' / 'Segmentation').mkdir(parents=True)
+    (voc / 'ImageSets' / 'Segmentation' / 'val.txt').write_text('0\n1\n2\n')
+
+    ade = tmp_path / 'ade' / 'ADEChallengeData2016'
+    write_pair(ade, 'images/validation/a.jpg', 'annotations/validation/a.png', [0, 150, 200])
+    write_pair(ade, 'images/validation/b.jpg', 'annotations/validation/b.png', [1],
+               img_size=(3, 4))
+    write_pair(ade, 'images/validation/c.jpg', 'annotations/validation/unused.png', [1])
+
+    city = tmp_path / 'cityscapes'
+    write_pair(city, 'leftImg8bit/val/ulm/ulm_1_leftImg8bit.png',
+               'gtFine/val/ulm/ulm_1_gtFine_labelTrainIds.png', [0, 18], mask_mode='RGB')
+    return tmp_path
+
+
+def run(args, capsys):
+    code = check_data.main(args)
+    return code, capsys.readouterr().out
+
+
+def test_report_on_generated_tree(data_tree, tmp_path, capsys):
+    report_path = tmp_path / 'out' / 'report.json'
+    code, out = run(['--data-root', str(data_tree), '--json', str(report_path)], capsys)
+    assert code == 0
+    reports = {r['name']: r for r in json.loads(report_path.read_text())}
+    assert list(reports) == list(check_data.BENCHMARKS)
+
+    voc = reports['voc21']
+    assert (voc['status'], voc['images'], voc['masks'], voc['images_without_mask']) == (
+        'ready', 3, 3, 0)
+    assert voc['labels_seen'] == [0, 5, 20, 255] and voc['allowed'] == '0-20,255'
+    assert voc['problems'] == [] and voc['notes'] == ['3 images; the full split has 1449']
+    assert reports['voc20']['status'] == 'ready' and reports['voc20']['allowed'] == '0-20,255'
+
+    ade = reports['ade20k']
+    assert (ade['status'], ade['images'], ade['masks'], ade['images_without_mask']) == (
+        'problems', 3, 2, 1)
+    assert ade['labels_seen'] == [0, 1, 150, 200] and ade['allowed'] == '0-150,255'
+    joined = ' | '.join(ade['problems'])
+    assert '1 images have no mask (first: c.png)' in joined
+    assert 'unexpected label values 200' in joined
+    assert '1 masks differ in size' in joined
+
+    city = reports['cityscapes']
+    assert city['status'] == 'problems' and 'colour (RGB)' in city['problems'][0]
+
+    for name in ('context60', 'context59', 'coco_object', 'coco_stuff164k'):
+        assert reports[name]['status'] == 'missing'
+        assert 'data root missing' in reports[name]['problems'][0]
+
+    assert 'voc21' in out and 'ade20k: problem: ' in out
+    assert 'context60: missing: data root missing' in out
+    assert '3/8 benchmarks ready' not in out and '2/8 benchmarks ready' in out
+
+
+def test_strict_exit_code(data_tree, capsys):
+    assert run(['--data-root', str(data_tree), '--strict'], capsys)[0] == 1
+    code, out = run(['--data-root', str(data_tree), '--strict', '--benchmarks', 'voc21', 'voc20'],
+                    capsys)
+    assert code == 0 and '2/2 benchmarks ready' in out
+
+
+def test_max_masks_limits_reading(tmp_path):
+    voc = tmp_path / 'VOCdevkit' / 'VOC2012'
+    stems = [f'{k:02d}' for k in range(10)]
+    for k, stem in enumerate(stems):
+        write_pair(voc, f'JPEGImages/{stem}.jpg', f'SegmentationClass/{stem}.png', [k])
+    (voc / 'ImageSets' / 'Segmentation').mkdir(parents=True)
+    (voc / 'ImageSets' / 'Segmentation' / 'val.txt').write_text('\n'.join(stems))
+    spec = check_data.BENCHMARKS['voc21']
+    few = check_data.check_benchmark(spec, str(voc), max_masks=2)
+    assert few.masks_checked == 2 and few.labels_seen == [0, 5]
+    every = check_data.check_benchmark(spec, str(voc), max_masks=0)
+    assert every.masks_checked == 10 and every.labels_seen == list(range(10))
+
+
+def test_split_file_missing_and_listed_image_missing(tmp_path):
+    voc = tmp_path / 'VOC2012'
+    write_pair(voc, 'JPEGImages/a.jpg', 'SegmentationClass/a.png', [1])
+    spec = check_data.BENCHMARKS['voc21']
+    report = check_data.check_benchmark(spec, str(voc))
+    assert report.status == 'missing' and 'split file missing' in report.problems[0]
+    (voc / 'ImageSets' / 'Segmentation').mkdir(parents=True)
+    (voc / 'ImageSets' / 'Segmentation' / 'val.txt').write_text('a\nb\n')
+    report = check_data.check_benchmark(spec, str(voc))
+    assert report.status == 'problems' and report.images == 1
+    assert '1 images listed in ImageSets/Segmentation/val.txt are missing (first: b.jpg)' in (
+        report.problems[0])
+
+
+def test_from_configs_uses_config_roots(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # config roots are relative: data/...
+    code, out = run(['--from-configs', '--benchmarks', 'cityscapes'], capsys)
+    assert code == 0 and 'data/cityscapes' in out and 'missing' in out
+
+
+def test_compact():
+    assert check_data.compact([255, 0, 1, 2, 5, 7, 8]) == '0-2,5,7-8,255'
+    assert check_data.compact([]) == ''
