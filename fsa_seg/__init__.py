@@ -2,7 +2,7 @@
 segmentation, as an MMSegmentation plugin. Importing the package registers its datasets and models."""
 __version__ = "0.1.0"
 
-from . import datasets, evaluation  # noqa: F401,E402  (registers datasets mmseg lacks, the metric)
+from . import datasets, evaluation, sam3  # noqa: F401,E402  (registers datasets, metric, SAM3)
 from .fsa import FeedbackSelfAdaptiveAttention, FSAParams, feedback_attention  # noqa: F401,E402
 from .last_block import list_base_methods  # noqa: F401,E402
 from .segmentor import FSAProxySegmentation, FSASegmentor  # noqa: F401,E402

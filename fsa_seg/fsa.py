@@ -18,15 +18,18 @@ same numbers come from exact cheaper forms:
 
 * ``KL(q_i || q_j) = sum_c q_ic log q_ic - sum_c q_ic log q_jc``: a row entropy term minus one matmul;
 * the ensemble applied to ``V`` by associativity: ``A_fb (A0 V) + A0 (A_fb V) + A_fb V``;
-* ``A_fb`` (and a head-independent ``A0``) is computed once and shared by all heads;
-* the pruning threshold per row comes from one sort of that row (no inverse permutation), and ``A_fb``
-  is built in row chunks so no temporary exceeds a memory budget.
+* ``A_fb`` (and a head-independent ``A0``) is computed once and shared by all heads, and multiplies the
+  heads-merged values ``[N, h * d]`` in one matrix product;
+* the pruning threshold per row comes from one sort of that row's values (no indices, no inverse
+  permutation; numpy's SIMD sort on CPU, bit-identical to torch's), and ``A_fb`` is built in row chunks
+  so no temporary exceeds a memory budget.
 
 Probabilities are computed in fp32 even when the model runs in fp16: the released ``log(p + 1e-10)``
 underflows in fp16.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -77,21 +80,63 @@ def _kl_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _sort_descending(x: Tensor) -> Tensor:
+    """``x.sort(dim=-1, descending=True).values``, the same values bit for bit, cheaper on CPU.
+
+    On CPU torch's sort also computes (and allocates) an index tensor and is several times slower than
+    numpy's SIMD sort; sorting ``-x`` ascending and negating back is exact (negation is exact in IEEE
+    floats). The rows are split over torch's intra-op thread count (numpy releases the GIL while sorting).
+    Elsewhere, or if a NaN shows up (numpy sorts NaN last, torch first), it is torch's sort.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.requires_grad:
+        return x.sort(dim=-1, descending=True).values
+    neg = torch.neg(x).contiguous()
+    rows = neg.numpy().reshape(-1, neg.shape[-1])
+    workers = max(1, min(torch.get_num_threads(), rows.shape[0] // 64))
+    if workers == 1:
+        rows.sort(axis=-1)
+    else:
+        bounds = [rows.shape[0] * i // workers for i in range(workers + 1)]
+        threads = [threading.Thread(target=rows[bounds[i]:bounds[i + 1]].sort, args=(-1,))
+                   for i in range(1, workers)]
+        for t in threads:
+            t.start()
+        rows[:bounds[1]].sort(axis=-1)
+        for t in threads:
+            t.join()
+    out = neg.neg_()
+    if out.numel() and torch.isnan(out[..., -1]).any():
+        return x.sort(dim=-1, descending=True).values
+    return out
+
+
 def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, params: FSAParams,
                    dtype: torch.dtype) -> Tensor:
     """Rows ``rows`` of the feedback attention A_fb (in ``dtype``), from the class distributions ``q``."""
-    kl = entropy[:, rows, None] - torch.bmm(q[:, rows], log_q_t)        # KL(q_i || q_j), paper Eq. 5
+    # KL(q_i || q_j) (paper Eq. 5) = entropy_i - q_i . log q_j, in place in the product's buffer.
+    kl = torch.bmm(q[:, rows], log_q_t).neg_().add_(entropy[:, rows, None])
     sim = kl.clamp_(min=0.0).add_(1.0).reciprocal_().to(dtype)           # s_ij = 1 / (1 + KL)
+    del kl
     # Confidence-based pruning (paper Eq. 6): the softmax is order-invariant, so the kept set is every
     # entry >= the k-th largest, where k counts sorted entries with cumulative mass <= top_p (k >= 1).
-    sorted_sim = sim.sort(dim=-1, descending=True).values
+    sorted_sim = _sort_descending(sim)
     cum_mass = sorted_sim.softmax(dim=-1).cumsum_(dim=-1)
-    keep_count = (cum_mass <= params.top_p).sum(dim=-1, keepdim=True).clamp_(min=1)
+    if cum_mass.device.type == "cpu":
+        # CPU cumsum accumulates sequentially (in double for fp32), so each row is non-decreasing and the
+        # count of entries <= top_p is a binary search rather than a pass over the row.
+        top_p = cum_mass.new_full((*cum_mass.shape[:-1], 1), params.top_p)
+        keep_count = torch.searchsorted(cum_mass, top_p, right=True)
+    else:  # a parallel scan need not be monotone to the last bit: count
+        keep_count = (cum_mass <= params.top_p).sum(dim=-1, keepdim=True)
+    keep_count.clamp_(min=1)
+    del cum_mass
     threshold = sorted_sim.gather(-1, keep_count - 1)
-    del sorted_sim, cum_mass
+    del sorted_sim
     pruned = sim < threshold
     # Sharpening (paper Eq. 7) on kept entries, then normalisation.
-    weights = sim.mul_(torch.exp(sim * params.lamda)).masked_fill_(pruned, float("-inf"))
+    gain = torch.mul(sim, params.lamda).exp_()
+    weights = sim.mul_(gain).masked_fill_(pruned, float("-inf"))
+    del gain, pruned
     return weights.softmax(dim=-1)
 
 
@@ -105,8 +150,10 @@ def feedback_attention(base_logits: Tensor, uniform_logits: Tensor, params: FSAP
     entropy = (q * log_q).sum(dim=-1)                                     # sum_c q_ic log q_ic
     log_q_t = log_q.transpose(1, 2).contiguous()
     batch, n_tokens, _ = q.shape
-    out = torch.empty(batch, n_tokens, n_tokens, dtype=out_dtype or prob_dtype, device=q.device)
     rows_per_chunk = max(1, params.chunk_elems // max(1, batch * n_tokens))
+    if rows_per_chunk >= n_tokens:  # one chunk: no preallocated copy
+        return _adaptive_rows(q, log_q_t, entropy, slice(0, n_tokens), params, prob_dtype).to(out_dtype or prob_dtype)
+    out = torch.empty(batch, n_tokens, n_tokens, dtype=out_dtype or prob_dtype, device=q.device)
     for start in range(0, n_tokens, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, n_tokens))
         out[:, rows] = _adaptive_rows(q, log_q_t, entropy, rows, params, prob_dtype)
@@ -128,12 +175,14 @@ def split_heads(x: Tensor, num_heads: int) -> Tensor:
 def attend(attn: Tensor, v: Tensor) -> Tensor:
     """``attn @ v`` per head; ``attn`` is ``[B, N, N]`` (shared by the heads) or ``[B, h, N, N]``.
 
-    A shared map is never repeated per head: it multiplies each head's values in turn (same numbers as
-    the released per-head batched product, without its ``h`` copies of the map).
+    A shared map is never repeated per head: it multiplies all heads' values at once, as one
+    ``[N, N] x [N, h * d]`` product (same numbers as the released per-head batched product, without its
+    ``h`` copies of the map, and one large matrix product instead of ``h`` thin ones). The result is a
+    ``[B, h, N, d]`` view of a heads-merged tensor, so :func:`merge_heads` of it is free.
     """
     attn = attn.to(v.dtype)
     if attn.dim() == 3:
-        return torch.stack([torch.bmm(attn, v[:, i]) for i in range(v.shape[1])], dim=1)
+        return split_heads(torch.bmm(attn, merge_heads(v)), v.shape[1])
     return attn @ v
 
 
@@ -148,15 +197,22 @@ def ensemble_attend(a_fb: Tensor, a0: Tensor, v: Tensor, a0_v: Optional[Tensor] 
     By associativity this is ``(A_fb (A0 V) + A0 (A_fb V) + A_fb V) / 3``: four ``N x N`` by ``N x D``
     products instead of two ``N x N x N`` ones. ``a_fb`` is ``[B, N, N]`` (shared by the heads), ``a0``
     is ``[B, N, N]`` or ``[B, h, N, N]``, ``v`` is ``[B, h, N, d]``; ``a0_v`` (= ``attend(a0, v)``) may be
-    passed when already computed.
+    passed when already computed. The products run on heads-merged ``[B, N, h * d]`` values and
+    accumulate in place; the result is a ``[B, h, N, d]`` view.
     """
+    heads = v.shape[1]
     if a0_v is None:
         a0_v = attend(a0, v)
-    fb_v = attend(a_fb, v)
-    out = attend(a_fb, a0_v)
-    out += attend(a0, fb_v)
+    a_fb = a_fb.to(v.dtype)
+    a0 = a0.to(v.dtype)
+    fb_v = torch.bmm(a_fb, merge_heads(v))                               # A_fb V
+    out = torch.bmm(a_fb, merge_heads(a0_v))                             # A_fb (A0 V)
+    if a0.dim() == 3:
+        out.baddbmm_(a0, fb_v)                                           # + A0 (A_fb V)
+    else:
+        out += merge_heads(a0 @ split_heads(fb_v, heads))
     out += fb_v
-    return out.div_(3.0)
+    return split_heads(out.div_(3.0), heads)
 
 
 class FeedbackSelfAdaptiveAttention(torch.nn.Module):

@@ -128,3 +128,166 @@ class ProxyCLIPBlock(LastBlockMethod):
         v = v.reshape(b, h, d, -1).transpose(2, 3)
         a0 = proxy_attention(proxy, self.beta, self.gamma).to(v.dtype)
         return LastBlockAttention(a0=a0, v=v, finish=no_residual, grid=out_grid, patch_tokens=slice(None))
+
+
+# --- CLIP-native base methods: the last block re-mixes CLIP's own tokens ----------------------------------
+#
+# CLS handling (all of them): the attention runs over the 1 + N tokens entering the block, the class
+# token included, exactly as the released code of each method does; FSA therefore scores, and builds its
+# feedback attention over, the same 1 + N tokens. Only the output drops the class token
+# (``patch_tokens = slice(1, None)``).
+
+
+def block_finish(block: nn.Module, x: Tensor, residual: bool, ffn: bool) -> Callable[[Tensor], Tensor]:
+    """What follows ``out_proj(A V)`` in the block: ``x + out`` (residual), then ``y + FFN(ln_2(y))``.
+
+    The FFN keeps its own skip connection when on (as CLIP's block does); ``residual`` only concerns the
+    attention branch's skip from ``x``. ``out`` is ``[B, M, D]`` with ``M`` = 1 + N, or 1 for FSA's uniform
+    attention output, which broadcasts against ``x``. open_clip's layer scales (``ls_1``, ``ls_2``;
+    identities for the paper's models) scale the two branches.
+    """
+    if not residual and not ffn:
+        return no_residual
+
+    def finish(out: Tensor) -> Tensor:
+        y = block.ls_1(out)
+        if residual:
+            y = x + y
+        if ffn:
+            y = y + block.ls_2(block.mlp(block.ln_2(y)))
+        return y
+
+    return finish
+
+
+class CLIPNativeBlock(LastBlockMethod):
+    """Base class of the methods that mix CLIP's own tokens (no proxy model).
+
+    Subclasses set ``residual``/``ffn`` (their published choice) and implement :meth:`mix`; both switches
+    may be overridden for ablations, e.g. ``base_method_cfg=dict(residual=False)``.
+    """
+
+    residual: bool = True
+    ffn: bool = True
+
+    def __init__(self, residual: Optional[bool] = None, ffn: Optional[bool] = None) -> None:
+        super().__init__()
+        if residual is not None:
+            self.residual = bool(residual)
+        if ffn is not None:
+            self.ffn = bool(ffn)
+
+    def mix(self, block: nn.Module, x: Tensor, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """``(a0, v)``: the attention over the 1 + N tokens and the per-head values."""
+        raise NotImplementedError
+
+    def attention(self, block, x, grid, proxy=None):
+        a0, v = self.mix(block, x, grid)
+        return LastBlockAttention(a0=a0, v=v, finish=block_finish(block, x, self.residual, self.ffn),
+                                  grid=tuple(grid), patch_tokens=slice(1, None))
+
+
+def scaled_similarity(a: Tensor, b: Tensor) -> Tensor:
+    """``a b^T / sqrt(d)`` per head: ``[B, h, N, d]`` x ``[B, h, N, d]`` -> ``[B, h, N, N]``."""
+    return (a @ b.transpose(-2, -1)) * (a.shape[-1] ** -0.5)
+
+
+@register_last_block
+class VanillaBlock(CLIPNativeBlock):
+    """CLIP as trained (Radford et al., ICML 2021): per-head ``softmax(q k^T / sqrt(d))`` over the 1 + N
+    tokens, residual kept, FFN kept; then ``ln_post``/``proj`` on every token."""
+
+    name = "vanilla"
+
+    def mix(self, block, x, grid):
+        q, k, v = qkv(block, x)
+        return scaled_similarity(q, k).softmax(dim=-1), v
+
+
+@register_last_block
+class MaskCLIPBlock(CLIPNativeBlock):
+    """MaskCLIP (Zhou et al., ECCV 2022): the last block's query/key path is dropped and each token keeps
+    its own value (no token mixing): ``A0`` is the identity, shared by the heads. The value then goes
+    through the output projection and, as in the released ViT code (``v += x``, then the block's FFN),
+    the residual and the FFN are kept; then ``ln_post``/``proj``. (ClearCLIP's re-implementation of
+    MaskCLIP also drops the residual and FFN: ``base_method_cfg=dict(residual=False, ffn=False)``.)
+    MaskCLIP's optional key smoothing and prompt denoising post-processing are not part of this block."""
+
+    name = "maskclip"
+
+    def mix(self, block, x, grid):
+        v = values(block, x)
+        b, _, n, _ = v.shape
+        eye = torch.eye(n, dtype=v.dtype, device=v.device).expand(b, n, n)
+        return eye, v
+
+
+@register_last_block
+class SCLIPBlock(CLIPNativeBlock):
+    """SCLIP (Wang et al., ECCV 2024): correlative self-attention, per head
+    ``softmax(q q^T / sqrt(d)) + softmax(k k^T / sqrt(d))`` (a sum of two row-stochastic maps, rows sum
+    to 2, as released), over the 1 + N tokens; residual kept, FFN kept."""
+
+    name = "sclip"
+
+    def mix(self, block, x, grid):
+        q, k, v = qkv(block, x)
+        return scaled_similarity(q, q).softmax(dim=-1) + scaled_similarity(k, k).softmax(dim=-1), v
+
+
+@register_last_block
+class ClearCLIPBlock(CLIPNativeBlock):
+    """ClearCLIP (Lan et al., ECCV 2024): self-self (query-query) attention, per head
+    ``softmax(q q^T / sqrt(d))`` over the 1 + N tokens; residual removed, FFN removed (the block's output
+    is ``out_proj(A V)``, then ``ln_post``/``proj``)."""
+
+    name = "clearclip"
+    residual = False
+    ffn = False
+
+    def mix(self, block, x, grid):
+        q, _, v = qkv(block, x)
+        return scaled_similarity(q, q).softmax(dim=-1), v
+
+
+def neighbourhood_prior(grid: Tuple[int, int], std: float, with_cls: bool = True) -> Tensor:
+    """NACLIP's additive attention prior: ``exp(-|p_i - p_j|^2 / (2 std^2))`` between the grid positions
+    of patches ``i`` and ``j`` (a Gaussian window as large as the grid, peak 1, unnormalised); the class
+    token's row and column are 0. Returns ``[1 + N, 1 + N]`` (``[N, N]`` without the class token), computed
+    in fp64."""
+    rows = torch.arange(grid[0], dtype=torch.float64).repeat_interleave(grid[1])
+    cols = torch.arange(grid[1], dtype=torch.float64).repeat(grid[0])
+    dist2 = (rows[:, None] - rows[None, :]) ** 2 + (cols[:, None] - cols[None, :]) ** 2
+    prior = torch.exp(-dist2 / (2.0 * std * std))
+    return F.pad(prior, (1, 0, 1, 0)) if with_cls else prior
+
+
+@register_last_block
+class NACLIPBlock(CLIPNativeBlock):
+    """NACLIP (Hajimiri et al., WACV 2025): neighbourhood-aware key-key attention, per head
+    ``softmax(k k^T / sqrt(d) + omega)`` with ``omega`` the Gaussian neighbourhood prior of
+    :func:`neighbourhood_prior` (std 5 patches, released default; 0 for the class token) over the 1 + N
+    tokens; its "reduced" architecture: residual removed, FFN removed (output ``out_proj(A V)``)."""
+
+    name = "naclip"
+    residual = False
+    ffn = False
+
+    def __init__(self, gaussian_std: float = 5.0, residual: Optional[bool] = None,
+                 ffn: Optional[bool] = None) -> None:
+        super().__init__(residual=residual, ffn=ffn)
+        if gaussian_std <= 0:
+            raise ValueError(f"NACLIP gaussian_std must be positive, got {gaussian_std}")
+        self.gaussian_std = float(gaussian_std)
+        self._priors: Dict[tuple, Tensor] = {}
+
+    def prior(self, grid: Tuple[int, int], like: Tensor) -> Tensor:
+        key = (tuple(grid), like.device, like.dtype)
+        if key not in self._priors:
+            self._priors[key] = neighbourhood_prior(grid, self.gaussian_std).to(like.device, like.dtype)
+        return self._priors[key]
+
+    def mix(self, block, x, grid):
+        _, k, v = qkv(block, x)
+        logits = scaled_similarity(k, k)
+        return (logits + self.prior(grid, logits)).softmax(dim=-1), v

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -18,12 +18,20 @@ from torch import Tensor
 from .clip_backbone import CLIPBackbone, create_clip
 from .fsa import FeedbackSelfAdaptiveAttention, attend, merge_heads
 from .last_block import build_last_block
+from .pamr import PAMR
 from .segmentor_base import CLIP_MEAN, CLIP_STD, OpenVocabSegmentor, lcm
 from .vfm import build_vfm
 
 # ImageNet statistics in 0..1, used by the proxy VFMs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# Prompt template sets: the 80 ImageNet templates of CLIP (the papers' protocol), or one (fast checks).
+PROMPT_TEMPLATES = {
+    "openai_imagenet": tuple(open_clip.OPENAI_IMAGENET_TEMPLATES),
+    "single": ("a photo of a {}.",),
+}
 
 
 def _text_cache_path(key: str) -> str:
@@ -43,7 +51,10 @@ class FSASegmentor(OpenVocabSegmentor):
         beta, gamma: ProxyCLIP's attention shift and scale.
         fsa, top_p, lamda: FSA on/off, pruning mass and sharpening (paper Sec. 3).
         random_weights: random CLIP/VFM weights, for pipeline checks only.
+        templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
+        cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
         base_method_cfg: extra options for the base method (e.g. NACLIP's window).
+        pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`predict`).
     """
 
     def __init__(self, name_path: str, clip_model: str = "ViT-B-16", clip_pretrained: Optional[str] = "openai",
@@ -51,7 +62,8 @@ class FSASegmentor(OpenVocabSegmentor):
                  vfm: Optional[str] = "sam", vfm_checkpoint: Optional[str] = None, beta: float = 1.2,
                  gamma: float = 3.0, fsa: bool = True, top_p: float = 0.45, lamda: float = 3.0,
                  base_method_cfg: Optional[dict] = None, random_weights: bool = False,
-                 cache_text: bool = True, **kwargs) -> None:
+                 templates: str = "openai_imagenet", cache_text: bool = True, pamr: bool = False, pamr_steps: int = 10,
+                 pamr_dilations: Sequence[int] = (8, 16), **kwargs) -> None:
         super().__init__(name_path=name_path, **kwargs)
         method_cfg = dict(base_method_cfg or {})
         if base_method == "proxyclip":
@@ -63,6 +75,7 @@ class FSASegmentor(OpenVocabSegmentor):
             raise ValueError(f"base_method '{base_method}' needs a proxy model: set model.vfm to one of "
                              f"sam, dino, dinov2, mae")
         self.fsa = FeedbackSelfAdaptiveAttention(top_p=top_p, lamda=lamda) if fsa else None
+        self.pamr = PAMR(pamr_steps, pamr_dilations) if pamr else None
 
         clip = create_clip(clip_model, clip_pretrained, clip_checkpoint, random_weights)
         tokenizer = open_clip.get_tokenizer(clip_model)
@@ -72,11 +85,13 @@ class FSASegmentor(OpenVocabSegmentor):
         self.requires_grad_(False)
         self.to(self.run_device, self.run_dtype)
 
-        templates = open_clip.OPENAI_IMAGENET_TEMPLATES
+        if templates not in PROMPT_TEMPLATES:
+            raise ValueError(f"unknown templates '{templates}'; choose one of {list(PROMPT_TEMPLATES)}")
         cache_key = None
         if cache_text and not random_weights:
-            cache_key = "|".join([clip_model, str(clip_checkpoint or clip_pretrained), *self.query_words,
-                                  str(len(templates))])
+            cache_key = "|".join([clip_model, str(clip_checkpoint or clip_pretrained), templates,
+                                  *self.query_words])
+        templates = PROMPT_TEMPLATES[templates]
         self.register_buffer("text_embeddings", self._text_embeddings(templates, cache_key).to(
             self.run_device, self.run_dtype), persistent=False)
         self._clip_mean_std = (torch.tensor(CLIP_MEAN) / 255.0, torch.tensor(CLIP_STD) / 255.0)
@@ -126,6 +141,23 @@ class FSASegmentor(OpenVocabSegmentor):
         logits, _ = self.patch_logits(crops)
         return F.interpolate(logits, size=crops.shape[-2:], mode="bilinear")
 
+    def predict(self, inputs: Tensor, data_samples: Optional[list] = None):
+        """With ``pamr``, as SCLIP/NACLIP do: each image's query scores are resized to its original size, then
+        refined by PAMR guided by the (preprocessed) image resized to that size, before the softmax."""
+        if self.pamr is None:
+            return super().predict(inputs, data_samples)
+        metas = ([s.metainfo for s in data_samples] if data_samples is not None else
+                 [dict(img_shape=inputs.shape[-2:], ori_shape=inputs.shape[-2:])] * inputs.shape[0])
+        images = [img[:, :meta["img_shape"][0], :meta["img_shape"][1]] for img, meta in zip(inputs, metas)]
+        seg_logits = []
+        for img, scores, meta in zip(images, self.image_scores(images), metas):
+            size = tuple(meta["ori_shape"][:2])
+            scores = F.interpolate(scores[None], size=size, mode="bilinear")
+            guide = F.interpolate(img[None].to(scores), size=size, mode="bilinear")
+            with torch.no_grad():
+                seg_logits.append(self.pamr(guide, scores)[0])
+        return self.postprocess_result(seg_logits, data_samples)
+
 
 @MODELS.register_module()
 class FSAProxySegmentation(FSASegmentor):
@@ -139,5 +171,5 @@ class FSAProxySegmentation(FSASegmentor):
             kwargs.pop(ours, None)  # the released names win when a config sets both
         super().__init__(name_path=name_path, clip_model=model_type.replace("/", "-"), clip_pretrained=clip_type,
                          vfm=vfm_model, vfm_checkpoint=checkpoint, fsa=FSA,
-                         base_method="proxyclip" if vfm_model else "maskclip",
+                         base_method="proxyclip" if vfm_model else "vanilla",
                          device=str(device) if device is not None else None, **kwargs)

@@ -12,7 +12,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location('fsa_check_data', REPO_ROOT / 'tools' / 'check_data.py')
+    spec = importlib.util.spec_from_file_location('fsa_check_data',
+                                                  REPO_ROOT / 'tools' / 'check_data.py')
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)

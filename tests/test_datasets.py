@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import fsa_seg.datasets  # noqa: F401  (registers PascalVOC20Dataset, COCOObjectDataset)
+import fsa_seg.datasets  # noqa: F401  (the package registers datasets mmseg lacks, the metric)
 from fsa_seg.class_names import num_classes
 from fsa_seg.datasets import BENCHMARKS, check_data_root
 
 mmengine = pytest.importorskip('mmengine')
 from mmengine import Config  # noqa: E402
-from mmseg.registry import DATASETS, TRANSFORMS  # noqa: E402
+from mmseg.registry import DATASETS, METRICS, TRANSFORMS  # noqa: E402
 from mmseg.utils import register_all_modules  # noqa: E402
 
 register_all_modules(init_default_scope=True)
@@ -132,7 +132,11 @@ def test_config_matches_spec_and_release(name):
     loader = cfg.test_dataloader
     assert (loader.batch_size, loader.num_workers, loader.persistent_workers) == (1, 2, False)
     assert loader.sampler == dict(type='DefaultSampler', shuffle=False)
-    assert cfg.test_evaluator == dict(type='IoUMetric', iou_metrics=['mIoU'])
+    # The evaluator is the runtime's (an mIoU metric); dataset configs must not diverge from it.
+    runtime = Config.fromfile(str(REPO_ROOT / 'configs/_base_/default_runtime.py'))
+    assert cfg.test_evaluator == runtime.test_evaluator
+    assert cfg.test_evaluator.iou_metrics == ['mIoU']
+    assert METRICS.get(cfg.test_evaluator.type) is not None
     assert cfg.model.type == 'FSASegmentor' and cfg.default_scope == 'mmseg'
 
 
@@ -187,7 +191,8 @@ def test_grayscale_and_rgba_images_through_dataset(tmp_path):
     city = tmp_path / 'city'
     stems = make_benchmark('cityscapes', city)
     spec = BENCHMARKS['cityscapes']
-    Image.new('RGBA', (40, 24), (10, 20, 30, 0)).save(city / spec.img_dir / (stems[0] + spec.img_suffix))
+    rgba_path = city / spec.img_dir / (stems[0] + spec.img_suffix)
+    Image.new('RGBA', (40, 24), (10, 20, 30, 0)).save(rgba_path)
     rgba = build_dataset('cityscapes', city)[0]['inputs']
     assert tuple(rgba.shape) == (3, 448, 747)
 
@@ -246,8 +251,9 @@ def test_empty_image_folder_and_empty_split(tmp_path):
     spec = BENCHMARKS['ade20k']
     (tmp_path / spec.img_dir).mkdir(parents=True)
     (tmp_path / spec.mask_dir).mkdir(parents=True)
+    ade_cfg = dict(load_config('ade20k').test_dataloader.dataset, data_root=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no '\*\.jpg' images"):
-        check_data_root(dict(load_config('ade20k').test_dataloader.dataset, data_root=str(tmp_path)))
+        check_data_root(ade_cfg)
     make_benchmark('voc20', tmp_path / 'voc')
     (tmp_path / 'voc' / BENCHMARKS['voc20'].ann_file).write_text('\n')
     with pytest.raises(FileNotFoundError, match='lists no images'):

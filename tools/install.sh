@@ -47,10 +47,13 @@ if ! have "mmcv==$MMCV"; then
   MMCV_WITH_OPS=1 pip_ --no-build-isolation "mmcv==$MMCV"
 fi
 
-# 3. everything else, then the package itself.
-if ! have fsa-seg; then
+# 3. everything else, then the package itself (again only when requirements.txt or setup.py changed).
+STAMP="$VENV/.fsa-seg-deps"
+WANT=$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! have fsa-seg; then
   pip_ -r requirements.txt
   pip_ --no-deps --no-build-isolation -e .
+  echo "$WANT" > "$STAMP"
 fi
 "$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmseg, mmengine, open_clip, fsa_seg; print('[install] ok: torch', torch.__version__, '| mmcv', mmcv.__version__, '| mmseg', mmseg.__version__, '| fsa_seg', fsa_seg.__version__)"
 echo "[install] activate with: source $VENV/bin/activate"

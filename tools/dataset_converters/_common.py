@@ -202,14 +202,6 @@ def run_tasks(func: Callable[[T], R], items: Sequence[T], nproc: int, name: str)
     return results
 
 
-def label_values(paths: Iterable[str]) -> List[int]:
-    """Sorted union of the values found in the given label maps."""
-    seen: set = set()
-    for path in paths:
-        seen.update(int(v) for v in np.unique(read_label(path)))
-    return sorted(seen)
-
-
 def check_values(values: Iterable[int], max_label: int, what: str) -> Optional[str]:
     """A problem description if ``values`` go beyond ``0..max_label`` and 255, else None."""
     bad = sorted(v for v in values if v > max_label and v != IGNORE)

@@ -8,8 +8,11 @@ model = dict(
     clip_model='ViT-B-16',
     clip_pretrained='openai',
     clip_checkpoint=None,
-    # Last-block attention of the base method (see README: base methods).
+    # Last-block attention of the base method (see README: base methods): vanilla | maskclip | sclip |
+    # clearclip | naclip | proxyclip; base_method_cfg holds its options, e.g. dict(gaussian_std=5.0) for
+    # naclip, dict(residual=False, ffn=False) for an ablation of a CLIP-native method.
     base_method='proxyclip',
+    base_method_cfg=dict(),
     # Proxy vision foundation model for ProxyCLIP: sam | dino | dinov2 | mae.
     vfm='sam',
     vfm_checkpoint=None,
@@ -26,6 +29,10 @@ model = dict(
     logit_scale=40.0,
     slide_crop=336,
     slide_stride=112,
+    # Optional PAMR post-refinement of the score maps at the original image size (SCLIP/NACLIP).
+    pamr=False,
+    pamr_steps=10,
+    pamr_dilations=(8, 16),
     # 'auto' = fp16 on CUDA, fp32 on CPU; or 'fp32' / 'fp16' / 'bf16'.
     precision='auto',
     device=None,

@@ -1,0 +1,184 @@
+"""Helpers of the reproduction tools (``tools/sweep.py``, ``tools/reproduce.py``): which config evaluates a
+(method, FSA, backbone, proxy, benchmark), how a config is moved to another benchmark, and reading
+``results.json`` files.
+
+Config naming (``tools/gen_configs.py``; backbone tags ``vit-b16`` | ``vit-l14`` | ``vit-h14``):
+
+* ``configs/fsa_proxy_{vfm}_{dataset}.py`` - FSA-ProxyCLIP with OpenAI ViT-B/16 (the paper's main table);
+* ``configs/proxyclip/{fsa_}proxy_{vfm}_{backbone}_{dataset}.py`` - every other ProxyCLIP config;
+* ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py`` - the CLIP-native methods.
+
+When no file matches, the benchmark's dataset config ``configs/_base_/datasets/{dataset}.py`` is used with
+``--cfg-options`` setting the method keys (``model.base_method``, ``model.fsa``, ``model.clip_model``,
+``model.vfm``): it runs, but with the FSA protocol rather than the method's own.
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+# The paper's column order.
+BENCHMARKS: Tuple[str, ...] = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff164k",
+                               "cityscapes", "ade20k")
+BENCHMARK_TITLES: Dict[str, str] = {
+    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
+    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "cityscapes": "Cityscapes", "ade20k": "ADE20K"}
+# Names a config file may use for a benchmark (longest first when matching a file name's end).
+DATASET_ALIASES: Dict[str, Tuple[str, ...]] = {
+    "voc21": ("voc21", "voc"), "voc20": ("voc20",), "context60": ("context60", "context"),
+    "context59": ("context59",), "coco_object": ("coco_object", "object"),
+    "coco_stuff164k": ("coco_stuff164k", "coco_stuff", "stuff"), "cityscapes": ("cityscapes", "city_scapes"),
+    "ade20k": ("ade20k", "ade")}
+METHOD_TITLES: Dict[str, str] = {"proxyclip": "ProxyCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP",
+                                 "naclip": "NACLIP", "maskclip": "MaskCLIP", "vanilla": "CLIP"}
+VFM_TITLES: Dict[str, str] = {"sam": "SAM", "dino": "DINO", "dinov2": "DINOv2", "mae": "MAE"}
+
+
+def check_benchmarks(names: Sequence[str]) -> List[str]:
+    """Split comma-separated names and check them; ``ValueError`` (one line) names the valid ones."""
+    out: List[str] = []
+    for item in names:
+        for name in str(item).split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in BENCHMARKS:
+                raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(BENCHMARKS)}")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def parse_data_roots(items: Optional[Sequence[str]]) -> Dict[str, str]:
+    """``['voc21=/data/voc', ...]`` -> ``{'voc21': '/data/voc'}`` (``--data-root`` of the tools)."""
+    roots: Dict[str, str] = {}
+    for item in items or []:
+        name, sep, path = str(item).partition("=")
+        if not sep or not path:
+            raise ValueError(f"--data-root {item}: expected DATASET=PATH, e.g. voc21=data/VOCdevkit/VOC2012")
+        roots[check_benchmarks([name])[0]] = path
+    return roots
+
+
+def backbone_tag(backbone: str) -> str:
+    """``'ViT-B-16'`` -> ``'vit-b16'`` (the config file naming); tags are returned as they are."""
+    text = backbone.lower().replace("/", "-")
+    return re.sub(r"^vit-([a-z])-(\d+)$", r"vit-\1\2", text)
+
+
+def dataset_base_config(dataset: str) -> str:
+    return str(CONFIG_DIR / "_base_" / "datasets" / f"{dataset}.py")
+
+
+def config_candidates(method: str, fsa: bool, backbone: str, vfm: Optional[str], dataset: str) -> List[Path]:
+    tag, prefix = backbone_tag(backbone), "fsa_" if fsa else ""
+    if method == "proxyclip":
+        out = []
+        if fsa and tag == "vit-b16":
+            out.append(CONFIG_DIR / f"fsa_proxy_{vfm}_{dataset}.py")
+        out.append(CONFIG_DIR / "proxyclip" / f"{prefix}proxy_{vfm}_{tag}_{dataset}.py")
+        return out
+    return [CONFIG_DIR / method / f"{prefix}{method}_{tag}_{dataset}.py"]
+
+
+def find_config(method: str, fsa: bool, backbone: str, vfm: Optional[str], dataset: str
+                ) -> Tuple[str, Dict[str, Any], str]:
+    """``(config path, cfg options, how)`` for one table cell; ``how`` is ``'config'`` or ``'fallback'``."""
+    for path in config_candidates(method, fsa, backbone, vfm, dataset):
+        if path.is_file():
+            return str(path), {}, "config"
+    options: Dict[str, Any] = {"model.base_method": method, "model.fsa": bool(fsa), "model.clip_model": backbone,
+                               "model.vfm": vfm if method == "proxyclip" else None}
+    return dataset_base_config(dataset), options, "fallback"
+
+
+# -- moving a config to another benchmark ---------------------------------------------------------------
+def dataset_of_config(cfg) -> Optional[str]:
+    """The benchmark a loaded config evaluates (from its test dataset type)."""
+    from .datasets import benchmark_for_dataset_type
+
+    spec = benchmark_for_dataset_type(cfg.test_dataloader.dataset.get("type"))
+    return spec.name if spec is not None else None
+
+
+@lru_cache(maxsize=None)
+def dataset_model_keys() -> Tuple[str, ...]:
+    """Model keys that belong to the benchmark: those some ``configs/_base_/datasets/*.py`` sets to a value
+    other than the model base's (name_path, prob_thd, slide_crop, slide_stride)."""
+    from mmengine.config import Config
+
+    base = Config.fromfile(str(CONFIG_DIR / "_base_" / "models" / "fsa_segmentor.py")).model
+    keys = set()
+    for name in BENCHMARKS:
+        model = Config.fromfile(dataset_base_config(name)).model
+        keys |= {k for k, v in model.items() if base.get(k) != v}
+    return tuple(sorted(keys))
+
+
+def sibling_config(config: str, source: str, target: str) -> Optional[str]:
+    """``fsa_proxy_sam_voc21.py`` -> ``fsa_proxy_sam_context60.py`` (same folder), if that file exists."""
+    path = Path(config)
+    stem = path.stem
+    for alias in sorted(DATASET_ALIASES[source], key=len, reverse=True):
+        if stem.endswith("_" + alias):
+            for new in DATASET_ALIASES[target]:
+                candidate = path.with_name(stem[: -len(alias)] + new + path.suffix)
+                if candidate.is_file():
+                    return str(candidate)
+            return None
+    return None
+
+
+def config_for_dataset(config: str, dataset: str, cfg=None) -> Tuple[str, Dict[str, Any], str]:
+    """Move ``config`` to benchmark ``dataset``: ``(config path, cfg options, how)``.
+
+    1. ``config`` itself when it already evaluates ``dataset`` (how = ``'same'``);
+    2. the sibling file whose name differs only in the dataset part (``fsa_proxy_sam_voc21.py`` ->
+       ``fsa_proxy_sam_context60.py``; how = ``'sibling'``);
+    3. otherwise ``configs/_base_/datasets/{dataset}.py`` with ``--cfg-options`` for every model key of
+       ``config`` that is not a benchmark key (see :func:`dataset_model_keys`) and differs from the dataset
+       config (how = ``'dataset base'``). Only model keys are carried over: other settings of ``config``
+       (hooks, loader) must be given again with ``--cfg-options``.
+    """
+    from mmengine.config import Config
+
+    cfg = cfg if cfg is not None else Config.fromfile(config)
+    source = dataset_of_config(cfg)
+    if source == dataset:
+        return config, {}, "same"
+    if source is not None:
+        sibling = sibling_config(config, source, dataset)
+        if sibling is not None:
+            return sibling, {}, "sibling"
+    base_path = dataset_base_config(dataset)
+    base = Config.fromfile(base_path).model
+    skip = set(dataset_model_keys())
+    options = {f"model.{k}": (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in cfg.model.items()
+               if k not in skip and base.get(k, object()) != v}
+    return base_path, options, "dataset base"
+
+
+# -- results ------------------------------------------------------------------------------------------------
+def read_results(work_dir: str) -> Optional[dict]:
+    """``work_dir/results.json`` as a dict, or ``None`` if absent or unreadable (e.g. cut short)."""
+    path = osp.join(work_dir, "results.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("metrics"), dict) else None
+
+
+def method_title(method: str, vfm: Optional[str] = None) -> str:
+    title = METHOD_TITLES.get(method, method)
+    if method == "proxyclip" and vfm:
+        title += f" ({VFM_TITLES.get(vfm, vfm)})"
+    return title

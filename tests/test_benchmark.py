@@ -1,0 +1,113 @@
+"""tools/benchmark.py in a tiny mode: outputs, fields, rows and the skip logic (timings are never checked)."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = ['--cfg-options', 'model.clip_model=tiny-ViT-16', 'model.vfm=tiny-dino', 'model.random_weights=True',
+        'model.slide_crop=64']  # tiny-dino (patch 8) on a 64 crop: N = 64 proxy tokens
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location('fsa_benchmark_tool', REPO_ROOT / 'tools' / 'benchmark.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_tool()
+
+
+def _read(work_dir: Path):
+    report = json.loads((work_dir / 'benchmark.json').read_text())
+    return report, (work_dir / 'benchmark.md').read_text()
+
+
+def _row(report, part, **keys):
+    rows = [r for r in report['results'] if r['part'] == part and all(r.get(k) == v for k, v in keys.items())]
+    assert len(rows) == 1, (part, keys, report['results'])
+    return rows[0]
+
+
+def test_tiny_run_writes_every_part(tmp_path, capsys):
+    rc = bench.main(['--parts', 'whole,fsa,naive', '--n', '64', '--c', '3', '--repeats', '1', '--warmup', '0',
+                     '--in-process', '--image', 'generated', '--image-size', '96x64', '--work-dir', str(tmp_path),
+                     *TINY])
+    assert rc == 0
+    report, md = _read(tmp_path)
+
+    meta = report['meta']
+    for key in ('command', 'device', 'device_name', 'torch', 'threads', 'ours_dtype', 'repeats', 'mem_method',
+                'mem_budget_gb', 'date'):
+        assert key in meta, key
+    assert meta['ours_dtype'] == 'fp32' and meta['repeats'] == 1
+
+    for part in ('whole', 'fsa', 'naive'):
+        row = _row(report, part, n=64, c=3)
+        assert row['status'] == 'ok', row
+        for key in ('median_s', 'min_s', 'max_s', 'q1_s', 'q3_s', 'times_s', 'extra_mem_bytes', 'mem_method',
+                    'load_before', 'load_after'):
+            assert key in row, (part, key)
+        assert len(row['times_s']) == 1 and row['min_s'] <= row['median_s'] <= row['max_s']
+        assert row['extra_mem_bytes'] is None or row['extra_mem_bytes'] >= 0
+    assert _row(report, 'whole', n=64, c=3)['vfm'] == 'tiny-dino'
+    assert _row(report, 'naive', n=64, c=3)['estimate_bytes'] > 0
+    assert _row(report, 'fsa', n=64, c=3)['heads'] == 2
+
+    image = _row(report, 'image')
+    assert image['status'] == 'ok' and (image['width'], image['height']) == (96, 64)
+    assert image['crops'] == 2 and image['n'] == 64 and image['queries'] == 46  # VOC21 with synonyms
+
+    (ratio,) = report['ratios']
+    assert (ratio['n'], ratio['c']) == (64, 3)
+    assert ratio['speedup'] > 0 and ratio['fsa_share_of_whole'] > 0
+
+    for heading in ('## Measurements', '## Ratios', '## Per image'):
+        assert heading in md
+    for part in ('whole', 'fsa', 'naive'):
+        assert f'| {part} | 64 | 3 |' in md
+    assert '| generated | 96 x 64 |' in md
+    printed = capsys.readouterr().out
+    assert 'ours/naive time' in printed and 'FSA/whole-forward' in printed
+
+
+def test_naive_over_budget_is_skipped_with_reason(tmp_path):
+    rc = bench.main(['--parts', 'naive', '--n', '64,441', '--c', '3', '--repeats', '1', '--mem-budget-gb', '1e-6',
+                     '--work-dir', str(tmp_path), *TINY])
+    assert rc == 0
+    report, md = _read(tmp_path)
+    for n in (64, 441):
+        row = _row(report, 'naive', n=n, c=3)
+        assert row['status'] == 'skipped'
+        assert 'budget' in row['reason'] and '[N, N, C]' in row['reason']
+    assert md.count('skipped: naive estimate') == 2
+
+
+def test_plan_skips_only_what_exceeds_the_budget(tmp_path):
+    args = bench.parse_args(['--parts', 'fsa,naive', '--n', '1764,4096', '--c', '46,171', '--work-dir', str(tmp_path)])
+    args.mem_budget_bytes = int(22e9)
+    cfg = bench.workloads.load_config(str(REPO_ROOT / 'configs' / 'fsa_proxy_sam_voc.py'))
+    jobs = bench.plan(args, cfg)
+    skipped = {(j['n'], j['c']) for j in jobs if j['part'] == 'naive' and j.get('status') == 'skipped'}
+    # [N, N, C] fp32 at N = 4096, C = 171 is 11.5 GB, and the KL needs two of them: it cannot fit 22 GB.
+    assert skipped == {(4096, 171)}
+    assert all(j.get('status') != 'skipped' for j in jobs if j['part'] == 'fsa')
+
+
+def test_naive_estimate_matches_the_issue_figures():
+    # issue 4 (released code, fp32): 4.6 GB at N = 1764, C = 171; 8.4 GB at N = 4096, C = 46 (the released
+    # code keeps one more per-head map alive than the transcription, so ours is a little lower).
+    est = bench.estimates.naive_fsa_bytes(1764, 171, heads=12, head_dim=64)
+    assert est['phase'] == 'kl' and 4.0e9 < est['peak'] < 5.0e9
+    est = bench.estimates.naive_fsa_bytes(4096, 46, heads=12, head_dim=64)
+    assert 7.0e9 < est['peak'] < 9.0e9
+    assert bench.estimates.naive_fsa_bytes(4096, 171, 12, 64)['kl_temporary'] == pytest.approx(11.48e9, rel=1e-3)
+
+
+@pytest.mark.parametrize('n,expected', [(441, 'mae'), (576, 'dinov2'), (1764, 'dino'), (4096, 'sam'), (500, None)])
+def test_vfm_for_tokens(n, expected):
+    assert bench.workloads.vfm_for_tokens(n, 336) == expected

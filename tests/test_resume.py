@@ -1,0 +1,226 @@
+"""Resumable evaluation: per-image records, skipping finished images, exact merge; a real SIGKILL + --resume."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fsa_seg  # noqa: F401  (registers datasets, the metric, the resume wrapper)
+from datagen import write_voc
+from fsa_seg.evaluation import PerClassIoUMetric
+from fsa_seg.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
+                            record_file)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
+SIZES = [(48, 64), (40, 56), (48, 64), (56, 40), (48, 64), (44, 60), (48, 64), (52, 48)]
+
+
+def load_test_tool():
+    spec = importlib.util.spec_from_file_location("fsa_tools_test_resume", REPO / "tools" / "test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_options(tmp_path: Path, data_root: Path) -> dict:
+    names = tmp_path / "names.txt"
+    names.write_text("background\ncat\naeroplane\n")
+    return {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-dino", "model.random_weights": True,
+            "model.cache_text": False, "model.name_path": str(names), "model.slide_crop": 0,
+            "test_dataloader.dataset.data_root": str(data_root),
+            "test_dataloader.dataset.pipeline.1.scale": (64, 48),
+            "test_dataloader.num_workers": 0, "test_dataloader.batch_size": 2}
+
+
+def as_cli(options: dict) -> list:
+    out = []
+    for key, value in options.items():
+        if isinstance(value, tuple):
+            value = "(" + ",".join(str(v) for v in value) + ")"
+        out.append(f"{key}={value}")
+    return out
+
+
+SLOW_HOOK = '''
+import time
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+
+
+@HOOKS.register_module()
+class SlowTestHook(Hook):
+    """Sleeps after every test batch so that the test can kill the run midway."""
+
+    def __init__(self, seconds=0.5):
+        self.seconds = seconds
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        time.sleep(self.seconds)
+'''
+
+
+def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
+    write_voc(tmp_path / "voc", SIZES, seed=3)
+    options = tiny_options(tmp_path, tmp_path / "voc")
+    tool = load_test_tool()
+
+    clean = tool.run(CONFIG, options, str(tmp_path / "clean"))
+    clean_result = json.loads((tmp_path / "clean" / "results.json").read_text())
+    assert clean_result["images"] == len(SIZES)
+    assert len(load_records(str(tmp_path / "clean" / "per_image"))) == len(SIZES)
+
+    # The same config, slowed down by a hook (hooks are not part of what the records depend on).
+    (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
+    slow_cfg = tmp_path / "slow_voc21.py"
+    slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
+                        "custom_imports = dict(imports=['fsa_seg', 'slow_hook'], allow_failed_imports=False)\n"
+                        "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
+    work = tmp_path / "killed"
+    records = work / "per_image" / "rank0.jsonl"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "test.py"), str(slow_cfg), "--work-dir", str(work),
+                             "--cfg-options", *as_cli(options)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if records.is_file() and len(records.read_text().splitlines()) >= 2:  # one batch flushed
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (work / "results.json").exists()
+    done = len(load_records(str(work / "per_image")))
+    assert 2 <= done < len(SIZES)
+    with open(records, "a") as f:  # as if the kill had cut a line in half
+        f.write('{"key": "/half/written')
+
+    code = tool.main([CONFIG, "--work-dir", str(work), "--resume", "--cfg-options", *as_cli(options)])
+    assert code == 0
+    resumed = json.loads((work / "results.json").read_text())
+    assert resumed["metrics"] == clean_result["metrics"]
+    assert resumed["per_class"] == clean_result["per_class"]
+    assert resumed["images"] == len(SIZES)
+    stored = load_records(str(work / "per_image"))
+    clean_stored = load_records(str(tmp_path / "clean" / "per_image"))
+    assert sorted(stored) == sorted(clean_stored)
+    for key in stored:
+        np.testing.assert_array_equal(stored[key], clean_stored[key])
+
+    # Resuming a finished run evaluates nothing and gives the same numbers again.
+    again = tool.run(CONFIG, options, str(work), resume=True)
+    assert {k: float(v) for k, v in again.items()} == clean_result["metrics"]
+
+
+def test_resume_refuses_records_of_another_config(tmp_path, capsys):
+    write_voc(tmp_path / "voc", SIZES[:2])
+    options = tiny_options(tmp_path, tmp_path / "voc")
+    tool = load_test_tool()
+    cfg = tool.load_config(CONFIG, options, str(tmp_path / "w"))
+    tool.setup_resume(cfg, resume=False)  # records prepared for top_p=0.45
+    code = tool.main([CONFIG, "--work-dir", str(tmp_path / "w"), "--resume",
+                      "--cfg-options", *as_cli({**options, "model.top_p": 0.3})])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "cannot resume" in err[0] and "model.top_p" in err[0] and "without --resume" in err[0]
+
+
+def _voc_dataset_cfg(root: Path) -> dict:
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(CONFIG)
+    dataset = cfg.test_dataloader.dataset.to_dict()
+    dataset["data_root"] = str(root)
+    return dataset
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_skip_done_dataset_with_default_sampler(tmp_path, batch_size):
+    from mmengine.dataset import DefaultSampler, pseudo_collate
+    from mmengine.registry import DefaultScope
+    from torch.utils.data import DataLoader
+
+    write_voc(tmp_path / "voc", [(16, 20)] * 7)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        full = SkipDoneDataset(_voc_dataset_cfg(tmp_path / "voc"), None)
+        keys = full.all_keys
+        writer = RecordWriter(str(tmp_path / "rec"), 0)
+        for key in (keys[0], keys[3], keys[4]):
+            writer.write(key, np.ones((4, 21), dtype=np.int64))
+        writer.close()
+        wrapped = SkipDoneDataset(_voc_dataset_cfg(tmp_path / "voc"), str(tmp_path / "rec"))
+    assert len(full) == 7 and len(wrapped) == 4 and wrapped.num_done == 3
+    assert wrapped.metainfo[ALL_KEYS] == tuple(keys)
+    loader = DataLoader(wrapped, batch_size=batch_size, sampler=DefaultSampler(wrapped, shuffle=False),
+                        collate_fn=pseudo_collate)
+    seen = [s.img_path for batch in loader for s in batch["data_samples"]]
+    assert seen == [keys[i] for i in (1, 2, 5, 6)]
+
+
+def _sample(key: str, pred: np.ndarray, label: np.ndarray) -> dict:
+    return {"img_path": key, "pred_sem_seg": {"data": torch.as_tensor(pred)[None]},
+            "gt_sem_seg": {"data": torch.as_tensor(label)[None]}}
+
+
+def test_metric_merges_stored_records_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = [_sample(f"img{i}", rng.integers(0, 3, (8, 9)), rng.integers(0, 3, (8, 9))) for i in range(5)]
+    meta = {"classes": ("a", "b", "c"), ALL_KEYS: tuple(f"img{i}" for i in range(5))}
+
+    whole = PerClassIoUMetric()
+    whole.dataset_meta = meta
+    whole.process({}, samples)
+    expected = whole.compute_metrics(whole.results)
+
+    record_dir = str(tmp_path / "per_image")
+    first = PerClassIoUMetric(record_dir=record_dir)
+    first.dataset_meta = meta
+    first.process({}, samples[:2])
+    first.process({}, samples[2:3])  # then "killed": nothing computed
+    assert len(load_records(record_dir)) == 3
+    second = PerClassIoUMetric(record_dir=record_dir)
+    second.dataset_meta = meta
+    second.process({}, samples[3:])
+    assert second.compute_metrics(second.results) == expected
+    assert second.per_class == whole.per_class and second.num_images == 5
+
+
+def test_torn_last_line_is_ignored_and_cut(tmp_path):
+    record_dir = str(tmp_path)
+    writer = RecordWriter(record_dir, 0)
+    writer.write("a", np.zeros((4, 2), dtype=np.int64))
+    writer.close()
+    with open(record_file(record_dir, 0), "a") as f:
+        f.write('{"key": "b", "areas": [[1')
+    assert list(load_records(record_dir)) == ["a"]
+    writer = RecordWriter(record_dir, 0)  # cuts the torn line before appending
+    writer.write("c", np.ones((4, 2), dtype=np.int64))
+    writer.close()
+    assert sorted(load_records(record_dir)) == ["a", "c"]
+    assert all(json.loads(line) for line in open(record_file(record_dir, 0)))
+
+
+def test_fresh_run_clears_records_and_resume_keeps_them(tmp_path):
+    record_dir = str(tmp_path / "per_image")
+    signature = {"model": {"top_p": 0.45}, "dataset": {}, "evaluator": {}}
+    assert prepare_records(record_dir, signature, resume=False) == 0
+    writer = RecordWriter(record_dir, 0)
+    writer.write("a", np.zeros((4, 2), dtype=np.int64))
+    writer.close()
+    assert prepare_records(record_dir, signature, resume=True) == 1
+    assert prepare_records(record_dir, signature, resume=False) == 0
+    assert load_records(record_dir) == {}

@@ -1,0 +1,119 @@
+"""tools/sweep.py: every combination evaluated once, CSV/markdown/heat map outputs, dataset swapping."""
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from datagen import write_voc
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}_under_test", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_cli(tmp_path: Path) -> list:
+    names = tmp_path / "names.txt"
+    names.write_text("background\ncat\naeroplane\n")
+    return ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
+            "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
+            "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0"]
+
+
+def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
+    write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
+    sweep = load_tool("sweep")
+    work = tmp_path / "sweep"
+    argv = [CONFIG, "--grid", "model.top_p=0.3,0.6", "--grid", "model.lamda=2,4", "--data-root",
+            f"voc21={tmp_path / 'voc'}", "--work-dir", str(work), "--cfg-options", *tiny_cli(tmp_path)]
+    assert sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    for n, label in enumerate(["top_p=0.3 lamda=2", "top_p=0.3 lamda=4", "top_p=0.6 lamda=2",
+                               "top_p=0.6 lamda=4"], 1):
+        assert f"[{n}/4] voc21 {label} ..." in out
+
+    rows = list(csv.DictReader(open(work / "sweep.csv")))
+    assert [(r["model.top_p"], r["model.lamda"]) for r in rows] == [("0.3", "2"), ("0.3", "4"), ("0.6", "2"),
+                                                                    ("0.6", "4")]
+    for row in rows:
+        result = json.loads((Path(row["work_dir"]) / "results.json").read_text())
+        assert row["status"] == "ok"
+        assert float(row["mIoU"]) == pytest.approx(result["metrics"]["mIoU"], abs=0.005)
+        assert result["cfg_options"]["model.top_p"] == float(row["model.top_p"])
+        assert result["cfg_options"]["model.lamda"] == int(row["model.lamda"])
+        assert result["model"]["top_p"] == float(row["model.top_p"])  # the model was built with it
+    md = (work / "sweep.md").read_text()
+    assert "| top_p \\ lamda | 2 | 4 |" in md and "Best: **" in md and "![mIoU](sweep_voc21.png)" in md
+    with Image.open(work / "sweep_voc21.png") as img:
+        assert img.format == "PNG" and img.size[0] > 100
+
+    # Run again: nothing is re-evaluated.
+    stamps = {r["work_dir"]: (Path(r["work_dir"]) / "results.json").stat().st_mtime_ns for r in rows}
+    assert sweep.main(argv) == 0
+    assert capsys.readouterr().out.count("done before") == 4
+    rows2 = list(csv.DictReader(open(work / "sweep.csv")))
+    assert [r["mIoU"] for r in rows2] == [r["mIoU"] for r in rows]
+    assert all(r["status"] == "done before" for r in rows2)
+    assert stamps == {r["work_dir"]: (Path(r["work_dir"]) / "results.json").stat().st_mtime_ns for r in rows}
+
+
+def _rows(grid, values):
+    import itertools
+
+    keys = [k for k, _ in grid]
+    combos = itertools.product(*[v for _, v in grid])
+    return [dict(dataset="voc21", combo=dict(zip(keys, c)), mIoU=m) for c, m in zip(combos, values)]
+
+
+def test_plots_for_one_and_three_keys(tmp_path):
+    sweep = load_tool("sweep")
+    one = [("model.top_p", [0.3, 0.45, 0.6])]
+    assert sweep.plot_dataset(str(tmp_path / "one.png"), "voc21", one, _rows(one, [1.0, None, 3.0]))
+    words = [("model.vfm", ["sam", "dino"])]
+    assert sweep.plot_dataset(str(tmp_path / "words.png"), "voc21", words, _rows(words, [1.0, 2.0]))
+    three = [("model.top_p", [0.3, 0.6]), ("model.lamda", [2, 3]), ("model.fsa", [True, False])]
+    assert sweep.plot_dataset(str(tmp_path / "three.png"), "voc21", three, _rows(three, list(range(8))))
+    many = [("a", [1, 2]), ("b", [1, 2]), ("c", list(range(17)))]
+    assert not sweep.plot_dataset(str(tmp_path / "many.png"), "voc21", many, _rows(many, [1.0] * 68))
+    for name in ("one", "words", "three"):
+        with Image.open(tmp_path / f"{name}.png") as img:
+            assert img.format == "PNG"
+    assert not (tmp_path / "many.png").exists()
+
+
+def test_grid_parsing():
+    sweep = load_tool("sweep")
+    assert sweep.parse_grid(["model.top_p=0.3,0.45", "model.fsa=True,False", "model.vfm=sam,None"]) == [
+        ("model.top_p", [0.3, 0.45]), ("model.fsa", [True, False]), ("model.vfm", ["sam", None])]
+    assert sweep.parse_grid(["model.pamr_dilations=[[8,16],[4]]"]) == [("model.pamr_dilations", [[8, 16], [4]])]
+    for bad in (["model.top_p"], ["model.top_p="], ["model.top_p=0.3,,0.4"], ["a=1", "a=2"]):
+        with pytest.raises(sweep.UsageError):
+            sweep.parse_grid(bad)
+    assert sweep.combo_dirname({"model.top_p": 0.3, "test_dataloader.dataset.data_root": "/a b"}) == \
+        "top_p=0.3__test_dataloader.dataset.data_root=-a-b"
+
+
+def test_config_for_another_dataset():
+    from mmengine.config import Config
+
+    from fsa_seg.experiments import config_for_dataset, dataset_model_keys
+
+    assert config_for_dataset(CONFIG, "voc21") == (CONFIG, {}, "same")
+    path, options, how = config_for_dataset(str(REPO / "configs" / "fsa_proxy_sam_voc.py"), "context60")
+    assert (Path(path).name, options, how) == ("fsa_proxy_sam_context60.py", {}, "sibling")
+    # No sibling: the dataset config + the model keys that are not the benchmark's.
+    cfg = Config.fromfile(CONFIG)
+    cfg.model.top_p = 0.3
+    cfg.model.prob_thd = 0.9
+    path, options, how = config_for_dataset("/elsewhere/my_voc21.py", "ade20k", cfg)
+    assert how == "dataset base" and path.endswith("configs/_base_/datasets/ade20k.py")
+    assert options["model.top_p"] == 0.3 and "model.prob_thd" not in options
+    assert {"name_path", "prob_thd", "slide_crop", "slide_stride"} <= set(dataset_model_keys())
