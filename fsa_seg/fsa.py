@@ -52,7 +52,7 @@ class FSAParams:
     uniform_scale: float = 35.0
     eps: float = 1e-10
     # Largest number of elements of one [rows, N] temporary while building A_fb (memory budget).
-    chunk_elems: int = 1 << 22
+    chunk_elems: int = 1 << 20
 
     def __post_init__(self) -> None:
         if not 0.0 < self.top_p <= 1.0:
@@ -225,7 +225,7 @@ class FeedbackSelfAdaptiveAttention(torch.nn.Module):
     """
 
     def __init__(self, top_p: float = 0.45, lamda: float = 3.0, base_scale: float = 20.0,
-                 uniform_scale: float = 35.0, eps: float = 1e-10, chunk_elems: int = 1 << 22) -> None:
+                 uniform_scale: float = 35.0, eps: float = 1e-10, chunk_elems: int = 1 << 20) -> None:
         super().__init__()
         self.params = FSAParams(top_p, lamda, base_scale, uniform_scale, eps, chunk_elems)
 

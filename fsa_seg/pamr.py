@@ -9,8 +9,9 @@ Each pixel's scores are replaced, ``steps`` times, by an average of its 8 neighb
   the dilations together;
 * averaged over channels, then a softmax over all the ``8 * len(dilations)`` neighbours.
 
-The refinement is a convex combination, so it never leaves the range of the input scores. Memory is
-bounded by refining the score channels in chunks (``chunk_elems``).
+The refinement is a convex combination, so it never leaves the range of the input scores. The weighted sum
+is accumulated neighbour by neighbour (no ``[B, C, P, H, W]`` stack), over chunks of at most
+``chunk_elems`` score elements.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class PAMR(nn.Module):
     """``PAMR(steps, dilations)(image, scores)``: ``image`` ``[B, K, H, W]``, ``scores`` ``[B, C, h, w]``
     (resized to ``H x W`` bilinearly, corners aligned, if needed) -> refined ``[B, C, H, W]`` (fp32)."""
 
-    def __init__(self, steps: int = 10, dilations: Sequence[int] = (8, 16), chunk_elems: int = 1 << 26) -> None:
+    def __init__(self, steps: int = 10, dilations: Sequence[int] = (8, 16), chunk_elems: int = 1 << 24) -> None:
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
         if steps < 0 or not dilations or min(dilations) < 1:
@@ -69,12 +70,17 @@ class PAMR(nn.Module):
         if self.steps == 0:
             return scores
         weights = pamr_affinity(image, self.dilations)                       # [B, P, H, W]
-        per_channel = weights[:, None]                                       # [B, 1, P, H, W]
-        step = max(1, self.chunk_elems // max(1, weights.numel()))
+        b, _, h, w = scores.shape
+        step = max(1, self.chunk_elems // max(1, b * h * w))
         out = []
         for chunk in scores.split(step, dim=1):
             for _ in range(self.steps):
-                neigh = [n for d in self.dilations for n in shifted(chunk, _NEIGHBOURS, d)]
-                chunk = (torch.stack(neigh, dim=2) * per_channel).sum(dim=2)
+                refined = torch.zeros_like(chunk)
+                p = 0
+                for d in self.dilations:
+                    for neighbour in shifted(chunk, _NEIGHBOURS, d):
+                        refined.addcmul_(neighbour, weights[:, p:p + 1])
+                        p += 1
+                chunk = refined
             out.append(chunk)
         return torch.cat(out, dim=1)

@@ -162,7 +162,8 @@ class FSASegmentor(OpenVocabSegmentor):
 @MODELS.register_module()
 class FSAProxySegmentation(FSASegmentor):
     """The released class name and keyword arguments (``clip_type``, ``model_type``, ``vfm_model``,
-    ``checkpoint``, ``FSA``), mapped onto :class:`FSASegmentor`."""
+    ``checkpoint``, ``FSA``), mapped onto :class:`FSASegmentor`. As in the released code, ``vfm_model=None``
+    runs vanilla CLIP (its unmodified last block)."""
 
     def __init__(self, clip_type: str = "openai", model_type: str = "ViT-B-16", vfm_model: Optional[str] = "sam",
                  name_path: str = "voc21", checkpoint: Optional[str] = None, device=None,

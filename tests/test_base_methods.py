@@ -18,14 +18,13 @@ import json
 import math
 from pathlib import Path
 
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 
 import fsa_seg  # noqa: F401  (registers models, datasets, metric)
 from datagen import write_voc
-from fsa_seg.fsa import FeedbackSelfAdaptiveAttention
+from fsa_seg.fsa import FeedbackSelfAdaptiveAttention, attend, merge_heads
 from fsa_seg.last_block import (LAST_BLOCKS, ClearCLIPBlock, MaskCLIPBlock, NACLIPBlock, SCLIPBlock, VanillaBlock,
                                 block_finish, build_last_block, list_base_methods, neighbourhood_prior)
 from fsa_seg.segmentor import FSAProxySegmentation, FSASegmentor
@@ -35,12 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 NATIVE = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_prompt_template():
-    """Text embeddings from one template instead of 80: the text tower is not under test here."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(open_clip, "OPENAI_IMAGENET_TEMPLATES", (lambda c: f"a photo of a {c}.",))
-        yield
+# One prompt template instead of 80: the text tower is not under test here.
+FAST = dict(random_weights=True, cache_text=False, templates="single")
 
 
 # --- transcriptions ---------------------------------------------------------------------------------------
@@ -152,11 +147,12 @@ NAIVE = {"vanilla": naive_vanilla, "maskclip": naive_maskclip, "sclip": naive_sc
          "clearclip": naive_clearclip, "naclip": naive_naclip}
 
 
-def naive_logits(model, method, crops, fsa):
-    """The transcription's patch logits ``[B, Q, gh, gw]`` (and its a0) for ``crops``."""
+def naive_logits(model, method, crops, fsa, tokens=None):
+    """The transcription's patch logits ``[B, Q, gh, gw]`` (and its a0) for ``crops`` (or for the tokens
+    ``(x, grid)`` entering the last block, when given)."""
     clip = model.backbone.clip
     block = clip.visual.transformer.resblocks[-1]
-    x, grid = naive_tokens(clip, crops)
+    x, grid = tokens if tokens is not None else naive_tokens(clip, crops)
     a0, residual, ffn = NAIVE[method](block, x, grid)
     _, _, v = projections(block, x)
     v = per_head(v, block.attn.num_heads)
@@ -184,7 +180,7 @@ def set_method(model, method, fsa):
 def tiny_model():
     torch.manual_seed(0)
     return FSASegmentor(name_path="voc21", clip_model="tiny-ViT-16", base_method="vanilla", vfm=None,
-                        random_weights=True, cache_text=False, precision="fp32", device="cpu")
+                        precision="fp32", device="cpu", **FAST)
 
 
 def test_registry_has_every_base_method():
@@ -224,6 +220,15 @@ def test_tiny_last_block_matches_transcription_fp64(tiny_model, method, use_fsa)
         model.float()
 
 
+def test_vanilla_is_open_clips_own_last_block(tiny_model):
+    model = set_method(tiny_model, "vanilla", False)
+    x, grid = model.backbone.forward_to_last_block(torch.randn(2, 3, 64, 80))
+    block = model.backbone.last_block
+    out = model.method.attention(block, x, grid)
+    ours = out.finish(block.attn.out_proj(merge_heads(attend(out.a0, out.v))))
+    torch.testing.assert_close(ours, block(x), rtol=0, atol=1e-5)
+
+
 def test_methods_differ_and_fsa_changes_each(tiny_model):
     crops = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(7))
     outputs = {}
@@ -239,29 +244,33 @@ def test_methods_differ_and_fsa_changes_each(tiny_model):
 
 # --- parity at the real ViT-B/16 shape -------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def vit_b16():
+def vit_b16(tmp_path_factory):
+    names = tmp_path_factory.mktemp("names") / "two.txt"
+    names.write_text("cat\ndog\n")  # a short text pass through the ViT-B text tower ...
     torch.manual_seed(0)
-    model = FSASegmentor(name_path="voc20", clip_model="ViT-B-16", base_method="vanilla", vfm=None,
-                         random_weights=True, cache_text=False, precision="fp32", device="cpu")
+    model = FSASegmentor(name_path=str(names), clip_model="ViT-B-16", base_method="vanilla", vfm=None,
+                         precision="fp32", device="cpu", **FAST)
+    # ... then 20 random unit text embeddings (the text tower is not under test)
+    model.text_embeddings = F.normalize(torch.randn(20, 512, generator=torch.Generator().manual_seed(2)), dim=-1)
     crops = torch.randn(1, 3, 224, 288, generator=torch.Generator().manual_seed(11))  # 14 x 18 patches
-    return model, crops
+    # The ten last-block checks below share one pass through the first 11 blocks (ours and the transcription's).
+    return model, crops, model.backbone.forward_to_last_block(crops), naive_tokens(model.backbone.clip, crops)
 
 
 def test_vit_b16_tokens_match_transcription(vit_b16):
-    model, crops = vit_b16
-    ours, grid = model.backbone.forward_to_last_block(crops)
-    expected, naive_grid = naive_tokens(model.backbone.clip, crops)
+    model, crops, (ours, grid), (expected, naive_grid) = vit_b16
     assert grid == naive_grid == (14, 18) and ours.shape == (1, 1 + 14 * 18, 768)
     assert (ours - expected).abs().max().item() <= 1e-4 * expected.abs().max().item()
 
 
 @pytest.mark.parametrize("use_fsa", [False, True])
 @pytest.mark.parametrize("method", NATIVE)
-def test_vit_b16_last_block_matches_transcription(vit_b16, method, use_fsa):
-    model, crops = vit_b16
+def test_vit_b16_last_block_matches_transcription(vit_b16, monkeypatch, method, use_fsa):
+    model, crops, ours_tokens, naive_tokens_ = vit_b16
     set_method(model, method, use_fsa)
+    monkeypatch.setattr(model.backbone, "forward_to_last_block", lambda img: ours_tokens)
     ours, grid = model.patch_logits(crops)
-    expected, _, _ = naive_logits(model, method, crops, use_fsa)
+    expected, _, _ = naive_logits(model, method, crops, use_fsa, tokens=naive_tokens_)
     assert grid == (14, 18) and ours.shape == (1, 20, 14, 18)
     assert (ours - expected).abs().max().item() <= 1e-5
 
@@ -273,7 +282,7 @@ def test_naclip_prior_is_the_released_gaussian_window():
         torch.testing.assert_close(ours, naclip_addition(grid, dtype=torch.float64), rtol=0, atol=1e-12)
         torch.testing.assert_close(ours.float(), naclip_addition(grid), rtol=0, atol=1e-6)
     prior = neighbourhood_prior((4, 5), 2.0, with_cls=False)
-    assert torch.allclose(prior.diagonal(), torch.ones(20))
+    assert torch.allclose(prior.diagonal(), torch.ones(20, dtype=torch.float64))
     assert prior[0, 1].item() == pytest.approx(math.exp(-1 / 8))       # right neighbour, std 2
     assert prior[0, 6].item() == pytest.approx(math.exp(-2 / 8))       # diagonal neighbour
     assert torch.equal(prior, prior.T)
@@ -309,7 +318,7 @@ def test_published_residual_and_ffn_choices_and_overrides():
 
 def test_released_class_without_proxy_is_vanilla_clip():
     model = FSAProxySegmentation(clip_type=None, model_type="tiny-ViT-16", vfm_model=None, name_path="voc20",
-                                 random_weights=True, cache_text=False, FSA=True)
+                                 FSA=True, **FAST)
     assert model.base_method == "vanilla" and isinstance(model.method, VanillaBlock) and model.vfm is None
 
 
@@ -319,7 +328,7 @@ def test_switching_the_method_by_config_key():
 
     cfg = Config.fromfile(str(REPO / "configs/fsa_proxy_sam_voc.py"))
     cfg.merge_from_dict({"model.base_method": "sclip", "model.fsa": True, "model.clip_model": "tiny-ViT-16",
-                         "model.random_weights": True, "model.cache_text": False})
+                         **{f"model.{k}": v for k, v in FAST.items()}})
     model = MODELS.build(cfg.model)
     assert isinstance(model.method, SCLIPBlock) and model.fsa is not None and model.vfm is None
     assert model.patch_logits(torch.randn(1, 3, 64, 64))[0].shape == (1, model.num_queries, 4, 4)
@@ -349,7 +358,7 @@ E2E += [("configs/fsa_proxy_dino_voc21.py", "proxyclip", True),
 @pytest.mark.parametrize("config,method,use_fsa", E2E, ids=[Path(c).stem for c, _, _ in E2E])
 def test_tools_test_end_to_end(tiny_voc, tmp_path, config, method, use_fsa):
     tool = load_test_tool()
-    opts = {"model.clip_model": "tiny-ViT-16", "model.random_weights": True, "model.cache_text": False,
+    opts = {"model.clip_model": "tiny-ViT-16", **{f"model.{k}": v for k, v in FAST.items()},
             "test_dataloader.dataset.data_root": str(tiny_voc), "test_dataloader.num_workers": 0}
     if method == "proxyclip":
         opts["model.vfm"] = "tiny-dino"

@@ -41,7 +41,7 @@ for _path in (str(REPO_ROOT), str(TOOLS_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from benchmarks import estimates, memory, workloads  # noqa: E402
+from benchmarks import estimates, machine, memory, workloads  # noqa: E402
 
 ALL_PARTS = ("whole", "whole_base", "base", "block_fsa", "fsa", "naive")
 DEFAULT_N = (441, 576, 1764, 4096)
@@ -79,12 +79,19 @@ def run_measurement(spec: Dict) -> Dict:
     fn, meta, device = workloads.setup(spec)
     for _ in range(spec["warmup"]):
         fn()
-    times = []
+    times, others, waited = [], [], 0.0
     for _ in range(spec["repeats"]):
+        if spec.get("wait_quiet"):
+            waited += machine.wait_quiet(spec["wait_quiet"], window_s=0.5, windows=2)[1]
+        probe = machine.OtherLoad().start()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        others.append(probe.stop())
     result.update(summarise_times(times))
+    known = [o for o in others if o is not None]
+    result.update(other_cores_each=others, other_cores=(sum(known) / len(known) if known else None),
+                  waited_quiet_s=round(waited, 1))
     mems, how = [], None
     for _ in range(spec["mem_repeats"]):
         extra, how = memory.measure(fn, device)
@@ -161,7 +168,8 @@ def run_job(job: Dict, args) -> Dict:
         return job
     spec = dict(job, config=args.config, cfg_options=args.cfg_options or {}, overrides=args.overrides,
                 work_dir=str(args.work_dir), warmup=args.warmup, repeats=args.repeats,
-                mem_repeats=args.mem_repeats, threads=args.threads, real_weights=args.real_weights)
+                mem_repeats=args.mem_repeats, threads=args.threads, real_weights=args.real_weights,
+                wait_quiet=args.wait_quiet)
     if args.in_process:
         try:
             return dict(job, **run_measurement(spec))
@@ -244,23 +252,28 @@ def markdown(report: Dict) -> str:
            f"{meta['device_name']}; torch {meta['torch']}, {meta['threads']} threads; ours in {meta['ours_dtype']}, "
            f"naive in float32; config `{meta['config']}` {meta['cfg_options'] or ''}; random weights; "
            f"{meta['repeats']} timed repeats after {meta['warmup']} warm-up; memory: {meta['mem_method']}; "
-           f"budget for the naive run {meta['mem_budget_gb']} GB; {meta['date']}.\n",
+           f"budget for the naive run {meta['mem_budget_gb']} GB; {meta['date']}. "
+           f"`others` = cores used by other processes during the timed repeats (0 = quiet machine).\n",
            f"Command: `{meta['command']}`\n"]
     grid = [r for r in results if r.get("part") != "image"]
     if grid:
         out += ["## Measurements\n",
-                "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | load | note |",
+                "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
                 "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
         for r in grid:
             if r.get("status") == "ok":
                 spread = f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])}"
-                load = f"{r['load_before'][0]:.1f}"
+                load = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | {_fmt_s(r['median_s'])} "
                            f"| {spread} | {_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_mb(r.get('estimate_bytes'))} "
                            f"| {load} | |")
             else:
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | - | - | - | "
                            f"{_fmt_mb(r.get('estimate_bytes'))} | - | {r['status']}: {r.get('reason', '')} |")
+        busy = [r for r in grid if (r.get("other_cores") or 0) > 0.25]
+        if busy:
+            out.append(f"\n{len(busy)} row(s) ran while other processes used more than a quarter of a core: "
+                       f"their timings are inflated (2 busy threads wait for each other).")
         rows = ratios(results)
         if rows:
             out += ["\n## Ratios\n",
@@ -343,6 +356,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true", help="no subprocess per measurement (quick checks)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement (subprocess mode)")
     p.add_argument("--real-weights", action="store_true", help="load the config's weights instead of random ones")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                   help="before each timed repeat, wait up to SECONDS for other processes to leave the CPUs "
+                        "idle (a shared machine)")
     args = p.parse_args(argv)
     if args.parts is None:
         args.parts = "" if args.image else ",".join(ALL_PARTS)
@@ -397,10 +413,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         res = run_job(job, args)
         results.append(res)
         if res.get("status") == "ok":
-            mem = res.get("extra_mem_bytes")
-            print(f" {res['median_s']:.3f} s (min {res['min_s']:.3f}, max {res['max_s']:.3f})"
-                  f", extra {'-' if mem is None else f'{mem / MB:,.0f} MB'}, load {res['load_before'][0]:.1f}",
-                  flush=True)
+            mem, others = res.get("extra_mem_bytes"), res.get("other_cores")
+            mem_text = "-" if mem is None else f"{mem / MB:,.0f} MB"
+            others_text = "-" if others is None else f"{others:.2f}"
+            print(f" {res['median_s']:.3f} s (min {res['min_s']:.3f}, max {res['max_s']:.3f}), extra {mem_text}, "
+                  f"other processes used {others_text} cores", flush=True)
         else:
             print(f" {res['status']}: {res.get('reason')}", flush=True)
         _write(args, meta, results, quiet=True)

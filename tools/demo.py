@@ -31,7 +31,7 @@ import json
 import os
 import os.path as osp
 import sys
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import json
 import os
 import os.path as osp
 import sys

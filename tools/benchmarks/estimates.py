@@ -36,7 +36,7 @@ def naive_fsa_bytes(n: int, c: int, heads: int, head_dim: int, elem: int = 4) ->
             "kl_temporary": kl, "per_head_map": per_head}
 
 
-def ours_fsa_bytes(n: int, c: int, heads: int, head_dim: int, chunk_elems: int = 1 << 22,
+def ours_fsa_bytes(n: int, c: int, heads: int, head_dim: int, chunk_elems: int = 1 << 20,
                    elem: int = 4) -> Dict[str, int]:
     """Estimated peak extra bytes of ``FeedbackSelfAdaptiveAttention`` (fsa_seg/fsa.py), batch 1.
 

@@ -24,6 +24,8 @@ model = dict(
     lamda=3.0,
     # Text side: class-name file ('; '-separated synonyms per line) or a builtin name (voc21, ...).
     name_path='voc21',
+    # Prompt templates per class name: 'openai_imagenet' (the 80 used by all the papers) | 'single'.
+    templates='openai_imagenet',
     # Prediction.
     prob_thd=0.0,
     logit_scale=40.0,

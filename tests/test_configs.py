@@ -1,0 +1,166 @@
+"""Every config loads (mmengine Config.fromfile, no model build) and carries the intended values; the
+committed method configs equal tools/gen_configs.py's output; tools/list_configs.py filters them."""
+import importlib.util
+import inspect
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from mmengine import Config
+
+from fsa_seg.datasets import BENCHMARKS
+from fsa_seg.segmentor import FSASegmentor
+from fsa_seg.segmentor_base import OpenVocabSegmentor
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+NATIVE = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
+VFMS = ("sam", "dino", "dinov2", "mae")
+DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "cityscapes", "ade20k")
+BACKBONES = {"vit-b16": ("ViT-B-16", "openai"), "vit-l14": ("ViT-L-14", "openai"),
+             "vit-h14": ("ViT-H-14", "laion2b_s32b_b79k")}
+
+# The released protocols, transcribed from each method's repository (configs/cfg_*.py + segmentor defaults).
+FSA_RELEASE = dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.14, "coco_object": 0.3},
+                   short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
+                   slide_by_dataset={"cityscapes": (224, 80)})
+PUBLISHED = {
+    "sclip": dict(slide=(224, 112), logit=40.0,
+                  logit_by_dataset={"voc21": 65.0, "context60": 50.0, "coco_object": 50.0},
+                  prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
+                  short={"coco_stuff164k": 448, "cityscapes": 560}, short_default=336, pamr=False),
+    "clearclip": dict(slide=(448, 224), logit=50.0, prob={"voc21": 0.5, "context60": 0.15, "coco_object": 0.4},
+                      short={}, short_default=448, pamr=False, slide_by_dataset={"cityscapes": (224, 224)}),
+    "naclip": dict(slide=(224, 112), logit=40.0, prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
+                   short={"cityscapes": 560}, short_default=336, pamr=True,
+                   slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)}),
+    "proxyclip": dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.15, "coco_object": 0.25},
+                      short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
+                      slide_by_dataset={"cityscapes": (224, 112)}),
+    "vanilla": FSA_RELEASE,
+    "maskclip": FSA_RELEASE,
+    "fsa_proxyclip": FSA_RELEASE,
+}
+
+NATIVE_NAME = re.compile(r"^(?P<fsa>fsa_)?(?P<method>[a-z]+)_(?P<backbone>vit-[blh]\d+)_(?P<dataset>[a-z0-9_]+)$")
+PROXY_NAME = re.compile(r"^(?P<fsa>fsa_)?proxy_(?P<vfm>[a-z0-9]+)_(?P<backbone>vit-[blh]\d+)_(?P<dataset>[a-z0-9_]+)$")
+TOP_PROXY_NAME = re.compile(r"^fsa_proxy_(?P<vfm>[a-z0-9]+)_(?P<dataset>[a-z0-9_]+)$")
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def all_configs():
+    """Every config under configs/ except the _base_ files, loaded (RAM-backed temp files when possible)."""
+    with load_tool("list_configs").fast_tempdir():
+        paths = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.relative_to(CONFIGS).parts)
+        return {p.relative_to(CONFIGS).as_posix(): Config.fromfile(str(p), import_custom_modules=False)
+                for p in paths}
+
+
+def expected_identity(rel):
+    """(method, fsa, backbone tag, vfm, dataset) from the documented naming scheme, or None."""
+    stem = Path(rel).stem
+    if rel == "fsa_proxy_sam_voc.py":
+        return "proxyclip", True, "vit-b16", "sam", "voc21"
+    folder = Path(rel).parent.as_posix()
+    if folder == "." and (m := TOP_PROXY_NAME.match(stem)) and m["vfm"] in VFMS:
+        return "proxyclip", True, "vit-b16", m["vfm"], m["dataset"]
+    if folder == "proxyclip" and (m := PROXY_NAME.match(stem)):
+        return "proxyclip", bool(m["fsa"]), m["backbone"], m["vfm"], m["dataset"]
+    if folder in NATIVE and (m := NATIVE_NAME.match(stem)) and m["method"] == folder:
+        return folder, bool(m["fsa"]), m["backbone"], None, m["dataset"]
+    return None
+
+
+def test_committed_configs_equal_the_generator_output():
+    assert load_tool("gen_configs").differences() == []
+
+
+def test_every_config_loads(all_configs):
+    assert len(all_configs) >= 433
+    for rel, cfg in all_configs.items():
+        assert "model" in cfg and "type" in cfg.model, rel
+        assert cfg.test_dataloader.dataset.type, rel
+
+
+def test_the_method_configs_cover_every_combination(all_configs):
+    found = {expected_identity(rel) for rel in all_configs} - {None}
+    expected = {(m, f, b, None, d) for m in NATIVE for f in (True, False) for b in BACKBONES for d in DATASETS}
+    expected |= {("proxyclip", f, b, v, d) for v in VFMS for f in (True, False) for b in BACKBONES for d in DATASETS}
+    assert found == expected
+    clip_configs = [rel for rel, cfg in all_configs.items() if cfg.model.type == "FSASegmentor"]
+    assert all(expected_identity(rel) is not None for rel in clip_configs), \
+        [rel for rel in clip_configs if expected_identity(rel) is None]
+    assert len(clip_configs) == len(expected) + 1  # + the fsa_proxy_sam_voc.py alias
+
+
+def _resize_short_side(cfg):
+    steps = [s for s in cfg.test_dataloader.dataset.pipeline if s["type"] == "Resize"]
+    assert len(steps) == 1 and steps[0]["scale"][0] == 2048 and steps[0]["keep_ratio"]
+    return steps[0]["scale"][1]
+
+
+def test_key_values_of_every_method_config(all_configs):
+    accepted = set()
+    for klass in (FSASegmentor, OpenVocabSegmentor):
+        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    checked = 0
+    for rel, cfg in all_configs.items():
+        identity = expected_identity(rel)
+        if identity is None:
+            continue
+        method, fsa, tag, vfm, dataset = identity
+        model, spec = cfg.model, BENCHMARKS[dataset]
+        assert set(model) - {"type"} <= accepted, (rel, set(model) - accepted)     # no misspelt keys
+        assert model.base_method == method and model.fsa is fsa, rel
+        assert (model.clip_model, model.clip_pretrained) == BACKBONES[tag], rel
+        assert model.vfm == vfm, rel
+        assert model.lamda == (4.5 if vfm == "mae" else 2.3 if tag == "vit-h14" else 3.0), rel
+        assert model.top_p == 0.45 and model.beta == 1.2 and model.gamma == 3.0, rel
+        assert cfg.test_dataloader.dataset.type == spec.dataset_type, rel
+        assert model.name_path == spec.class_names, rel
+        proto = PUBLISHED["fsa_proxyclip" if (method == "proxyclip" and fsa) else method]
+        slide = proto.get("slide_by_dataset", {}).get(dataset, proto["slide"])
+        assert (model.slide_crop, model.slide_stride) == slide, rel
+        assert model.logit_scale == proto.get("logit_by_dataset", {}).get(dataset, proto["logit"]), rel
+        assert model.prob_thd == proto["prob"].get(dataset, 0.0), rel
+        assert _resize_short_side(cfg) == proto["short"].get(dataset, proto["short_default"]), rel
+        assert model.pamr is proto["pamr"], rel
+        if model.pamr:
+            assert model.pamr_steps == 10 and tuple(model.pamr_dilations) == (8, 16), rel
+        assert model.random_weights is False and model.base_method_cfg == {}, rel
+        checked += 1
+    assert checked == 433
+
+
+def test_alias_and_switching_keys(all_configs):
+    assert all_configs["fsa_proxy_sam_voc.py"].model == all_configs["fsa_proxy_sam_voc21.py"].model
+    cfg = Config.fromfile(str(CONFIGS / "fsa_proxy_sam_voc.py"), import_custom_modules=False)
+    cfg.merge_from_dict({"model.base_method": "sclip", "model.fsa": False, "model.base_method_cfg.residual": False})
+    assert cfg.model.base_method == "sclip" and cfg.model.base_method_cfg == {"residual": False}
+
+
+def test_list_configs_filters(capsys, monkeypatch):
+    tool = load_tool("list_configs")
+    rows = tool.collect()
+    assert len(rows) >= 433 and all(set(r) == set(tool.COLUMNS) for r in rows)
+    monkeypatch.setattr(tool, "collect", lambda: rows)  # parse once for the calls below
+    assert tool.main(["--method", "sclip", "--fsa", "on", "--backbone", "vit-b16", "--paths"]) == 0
+    paths = capsys.readouterr().out.split()
+    assert paths == sorted(f"configs/sclip/fsa_sclip_vit-b16_{d}.py" for d in DATASETS)
+    assert tool.main(["--method", "proxyclip", "--vfm", "mae", "--backbone", "ViT-H-14", "--dataset", "ade20k",
+                      "--csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "method,fsa,backbone,vfm,dataset,path"
+    assert sorted(lines[1:]) == [
+        "proxyclip,off,ViT-H-14,mae,ade20k,configs/proxyclip/proxy_mae_vit-h14_ade20k.py",
+        "proxyclip,on,ViT-H-14,mae,ade20k,configs/proxyclip/fsa_proxy_mae_vit-h14_ade20k.py"]
+    assert tool.backbone_tag("ViT-L-14") == "vit-l14"
