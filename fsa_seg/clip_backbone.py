@@ -51,7 +51,7 @@ def create_clip(model_name: str = "ViT-B-16", pretrained: Optional[str] = "opena
         path = check_file(checkpoint, what, "Pass an existing file with model.clip_checkpoint.")
         try:
             return open_clip.create_model(model_name, pretrained=path, force_quick_gelu=quick_gelu).eval()
-        except (RuntimeError, KeyError, ValueError) as err:
+        except (RuntimeError, KeyError, ValueError, AssertionError) as err:  # open_clip asserts on some shapes
             raise WeightsUnavailableError(
                 f"the checkpoint '{checkpoint}' does not match CLIP {model_name}: {str(err).splitlines()[0]}. "
                 f"Check model.clip_model / model.clip_checkpoint.") from err

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # Maps attended values, heads merged ``[B, N, heads * head_dim]``, to unscaled class logits ``[B, N, C]``

@@ -125,8 +125,8 @@ def _timm_builder(timm_name: str, label: str, resize_to_crop: bool) -> Callable[
                 hub_id = timm.models.get_pretrained_cfg(timm_name).hf_hub_id
                 raise missing_weights(
                     label, f"the HF hub repo '{hub_id}' (cache: ~/.cache/huggingface/hub)",
-                    f"Run once with network access to fill the cache, or download the weights and pass "
-                    f"--cfg-options model.vfm_checkpoint=/path/to/file.", err) from err
+                    "Run once with network access to fill the cache, or download the weights and pass "
+                    "--cfg-options model.vfm_checkpoint=/path/to/file.", err) from err
         return TimmViTFeatures(vit.eval(), resize_to=crop_size if resize_to_crop else None)
 
     build.__doc__ = f"{label} proxy features ({timm_name} in timm)."

@@ -13,7 +13,6 @@ explicit softmax, a loop over heads) and follow each method's released last bloc
 then ``ln_post``, ``proj``, L2 normalisation and the text embeddings; the class token is attended and
 dropped from the output. ProxyCLIP's transcription lives in test_segmentor.py.
 """
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -29,6 +28,7 @@ from fsa_seg.last_block import (LAST_BLOCKS, ClearCLIPBlock, MaskCLIPBlock, NACL
                                 block_finish, build_last_block, list_base_methods, neighbourhood_prior)
 from fsa_seg.segmentor import FSAProxySegmentation, FSASegmentor
 from naive_fsa import naive_fsa
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 NATIVE = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
@@ -335,11 +335,9 @@ def test_switching_the_method_by_config_key():
 
 
 # --- end to end through tools/test.py ---------------------------------------------------------------------
+
 def load_test_tool():
-    spec = importlib.util.spec_from_file_location("fsa_tools_test", REPO / "tools" / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("test")
 
 
 @pytest.fixture(scope="module")

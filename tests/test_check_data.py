@@ -1,23 +1,17 @@
 """tools/check_data.py on a generated data/ tree."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tooling import load_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location('fsa_check_data',
-                                                  REPO_ROOT / 'tools' / 'check_data.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("check_data")
 
 
 check_data = _load_tool()

@@ -1,9 +1,7 @@
 """Every config loads (mmengine Config.fromfile, no model build) and carries the intended values; the
 committed method configs equal tools/gen_configs.py's output; tools/list_configs.py filters them."""
-import importlib.util
 import inspect
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ from mmengine import Config
 from fsa_seg.datasets import BENCHMARKS
 from fsa_seg.segmentor import FSASegmentor
 from fsa_seg.segmentor_base import OpenVocabSegmentor
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -46,14 +45,6 @@ PUBLISHED = {
 NATIVE_NAME = re.compile(r"^(?P<fsa>fsa_)?(?P<method>[a-z]+)_(?P<backbone>vit-[blh]\d+)_(?P<dataset>[a-z0-9_]+)$")
 PROXY_NAME = re.compile(r"^(?P<fsa>fsa_)?proxy_(?P<vfm>[a-z0-9]+)_(?P<backbone>vit-[blh]\d+)_(?P<dataset>[a-z0-9_]+)$")
 TOP_PROXY_NAME = re.compile(r"^fsa_proxy_(?P<vfm>[a-z0-9]+)_(?P<dataset>[a-z0-9_]+)$")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """tools/demo.py: one image, user classes (with synonyms), label PNG, overlay, pixel shares."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True", "model.cache_text=False",
@@ -14,10 +14,7 @@ TINY = ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_wei
 
 
 def load_demo():
-    spec = importlib.util.spec_from_file_location("fsa_tools_demo_under_test", REPO / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("demo")
 
 
 def test_demo_on_an_rgba_image(tmp_path, capsys):

@@ -1,6 +1,5 @@
 """tools/reproduce.py: config lookup, runs, the ours-vs-published table (empty cells stay empty)."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,15 +8,9 @@ import pytest
 from datagen import write_voc
 from fsa_seg.experiments import BENCHMARKS, find_config
 from fsa_seg.published_results import PUBLISHED, cell, find_entry, load_published
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}_under_test", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_cli(tmp_path: Path) -> list:

@@ -1,5 +1,4 @@
 """Resumable evaluation: per-image records, skipping finished images, exact merge; a real SIGKILL + --resume."""
-import importlib.util
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import torch
 
 import fsa_seg  # noqa: F401  (registers datasets, the metric, the resume wrapper)
 from datagen import write_voc
+from tooling import load_tool
 from fsa_seg.evaluation import PerClassIoUMetric
 from fsa_seg.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
                             record_file)
@@ -24,10 +24,7 @@ SIZES = [(48, 64), (40, 56), (48, 64), (56, 40), (48, 64), (44, 60), (48, 64), (
 
 
 def load_test_tool():
-    spec = importlib.util.spec_from_file_location("fsa_tools_test_resume", REPO / "tools" / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("test")
 
 
 def tiny_options(tmp_path: Path, data_root: Path) -> dict:

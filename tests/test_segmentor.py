@@ -1,5 +1,4 @@
 """FSA-ProxyCLIP segmentor: last-block parity, end to end through tools/test.py, batching, shapes."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import fsa_seg  # noqa: F401  (registers models, datasets, metric)
 from datagen import write_voc
 from fsa_seg.segmentor import FSAProxySegmentation, FSASegmentor
 from naive_fsa import naive_fsa
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VOC = REPO.parent / "shared" / "data" / "voc_mini"
@@ -19,10 +19,7 @@ TINY = dict(clip_model="tiny-ViT-16", random_weights=True, cache_text=False, tem
 
 
 def load_test_tool():
-    spec = importlib.util.spec_from_file_location("fsa_tools_test", REPO / "tools" / "test.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("test")
 
 
 def tiny_options(data_root, **extra):

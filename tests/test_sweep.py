@@ -1,6 +1,5 @@
 """tools/sweep.py: every combination evaluated once, CSV/markdown/heat map outputs, dataset swapping."""
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,10 @@ import pytest
 from PIL import Image
 
 from datagen import write_voc
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}_under_test", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_cli(tmp_path: Path) -> list:

@@ -1,20 +1,13 @@
 """Bad input to the tools: one line that says what to fix, exit code 2, no traceback."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from datagen import write_voc
+from tooling import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}_errors", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def one_line_error(capsys, code: int) -> str:

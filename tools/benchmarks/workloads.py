@@ -138,9 +138,13 @@ def build_model(cfg, overrides: Dict, real_text: bool = False):
     init_default_scope("mmseg")
     model_cfg = cfg.model.copy()
     model_cfg.update(overrides)
-    if not real_text:
+    original = FSASegmentor._text_embeddings
+    if not real_text:  # only while this model is built: the class is shared with everything else
         FSASegmentor._text_embeddings = _random_text_embeddings
-    model = MODELS.build(model_cfg)
+    try:
+        model = MODELS.build(model_cfg)
+    finally:
+        FSASegmentor._text_embeddings = original
     return model.eval()
 
 
