@@ -54,7 +54,7 @@ class FSASegmentor(OpenVocabSegmentor):
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
         base_method_cfg: extra options for the base method (e.g. NACLIP's window).
-        pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`predict`).
+        pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
     """
 
     def __init__(self, name_path: str, clip_model: str = "ViT-B-16", clip_pretrained: Optional[str] = "openai",
@@ -141,22 +141,14 @@ class FSASegmentor(OpenVocabSegmentor):
         logits, _ = self.patch_logits(crops)
         return F.interpolate(logits, size=crops.shape[-2:], mode="bilinear")
 
-    def predict(self, inputs: Tensor, data_samples: Optional[list] = None):
-        """With ``pamr``, as SCLIP/NACLIP do: each image's query scores are resized to its original size, then
-        refined by PAMR guided by the (preprocessed) image resized to that size, before the softmax."""
+    def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
+        """With ``pamr``, as SCLIP/NACLIP do: the query scores at the original size are refined by PAMR,
+        guided by the (preprocessed) image resized to that size, before the softmax."""
         if self.pamr is None:
-            return super().predict(inputs, data_samples)
-        metas = ([s.metainfo for s in data_samples] if data_samples is not None else
-                 [dict(img_shape=inputs.shape[-2:], ori_shape=inputs.shape[-2:])] * inputs.shape[0])
-        images = [img[:, :meta["img_shape"][0], :meta["img_shape"][1]] for img, meta in zip(inputs, metas)]
-        seg_logits = []
-        for img, scores, meta in zip(images, self.image_scores(images), metas):
-            size = tuple(meta["ori_shape"][:2])
-            scores = F.interpolate(scores[None], size=size, mode="bilinear")
-            guide = F.interpolate(img[None].to(scores), size=size, mode="bilinear")
-            with torch.no_grad():
-                seg_logits.append(self.pamr(guide, scores)[0])
-        return self.postprocess_result(seg_logits, data_samples)
+            return scores
+        guide = F.interpolate(image[None].to(scores), size=scores.shape[-2:], mode="bilinear")
+        with torch.no_grad():
+            return self.pamr(guide, scores[None])[0]
 
 
 @MODELS.register_module()

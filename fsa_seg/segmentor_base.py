@@ -145,9 +145,15 @@ class OpenVocabSegmentor(BaseSegmentor):
                  [dict(img_shape=inputs.shape[-2:], ori_shape=inputs.shape[-2:])] * inputs.shape[0])
         images = [img[:, :meta["img_shape"][0], :meta["img_shape"][1]] for img, meta in zip(inputs, metas)]
         scores = self.image_scores(images)
-        seg_logits = [F.interpolate(s[None], size=tuple(meta["ori_shape"][:2]), mode="bilinear")[0]
-                      for s, meta in zip(scores, metas)]
+        seg_logits = [self.refine_scores(F.interpolate(s[None], size=tuple(meta["ori_shape"][:2]),
+                                                       mode="bilinear")[0], img)
+                      for s, img, meta in zip(scores, images, metas)]
         return self.postprocess_result(seg_logits, data_samples)
+
+    def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
+        """Hook for a post-refinement of one image's query scores ``[Q, H, W]`` at its original size, given
+        the preprocessed image ``[3, h, w]`` (e.g. PAMR); the identity here."""
+        return scores
 
     def postprocess_result(self, seg_logits: Sequence[Tensor], data_samples: Optional[list] = None):
         """Class probabilities and labels per image; pixels below ``prob_thd`` go to class 0."""
