@@ -12,13 +12,7 @@ from fsa_seg.sam3.loading import build_sam3, build_tokenizer
 from fsa_seg.weights import WeightsUnavailableError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models are dominated by thread start-up and contention on shared CPUs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
