@@ -75,7 +75,7 @@ def run_measurement(spec: Dict) -> Dict:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     result = dict(part=spec["part"], n=spec.get("n"), c=spec.get("c"), vfm=spec.get("vfm"),
-                  load_before=list(os.getloadavg()))
+                  cfg_options=spec.get("cfg_options") or {}, load_before=list(os.getloadavg()))
     fn, meta, device = workloads.setup(spec)
     for _ in range(spec["warmup"]):
         fn()
@@ -209,6 +209,11 @@ def _fmt_ratio(x: Optional[float], pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.1f}x"
 
 
+def _options(r: Dict) -> str:
+    opts = r.get("cfg_options") or {}
+    return " ".join(f"{k}={v}" for k, v in opts.items()) or "-"
+
+
 def _find(results: List[Dict], part: str, n: int, c: int) -> Optional[Dict]:
     for r in results:
         if r.get("part") == part and r.get("n") == n and r.get("c") == c and r.get("status") == "ok":
@@ -248,7 +253,7 @@ def ratios(results: List[Dict]) -> List[Dict]:
 
 def markdown(report: Dict) -> str:
     meta, results = report["meta"], report["results"]
-    out = [f"# FSA benchmark\n",
+    out = ["# FSA benchmark\n",
            f"{meta['device_name']}; torch {meta['torch']}, {meta['threads']} threads; ours in {meta['ours_dtype']}, "
            f"naive in float32; config `{meta['config']}` {meta['cfg_options'] or ''}; random weights; "
            f"{meta['repeats']} timed repeats after {meta['warmup']} warm-up; memory: {meta['mem_method']}; "
@@ -278,8 +283,10 @@ def markdown(report: Dict) -> str:
         if rows:
             out += ["\n## Ratios\n",
                     "FSA = `fsa` part (fsa_seg/fsa.py), naive = tests/naive_fsa.py (released formulation); "
-                    "FSA share = FSA step / whole per-crop forward with FSA; FSA added = (last block with FSA - "
-                    "last block without) / whole forward without FSA, and the same from the two whole forwards.\n",
+                    "FSA share = FSA step / whole per-crop forward with FSA; FSA added (block) = (last block with "
+                    "FSA - last block without) / whole forward without FSA; FSA added (whole) = the same from the "
+                    "two whole forwards (noisy: two seconds-long runs in separate processes, whose difference is "
+                    "a few percent of either).\n",
                     "| N | C | FSA s | naive s | speed-up | FSA MB | naive MB | memory ratio | whole s | "
                     "whole w/o FSA s | FSA share | FSA added (block) | FSA added (whole) |",
                     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -293,19 +300,21 @@ def markdown(report: Dict) -> str:
     images = [r for r in results if r.get("part") == "image"]
     if images:
         out += ["\n## Per image (end to end)\n",
-                "| image | size (W x H) | VFM | N | queries | crops | median s | min-max s | extra MB | "
-                "released |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| image | size (W x H) | options | VFM | N | queries | crops | median s | min-max s | extra MB | "
+                "others | released |",
+                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in images:
             if r.get("status") != "ok":
-                out.append(f"| {r.get('image')} | - | - | - | - | - | - | - | - | {r['status']}: {r.get('reason')} |")
+                out.append(f"| {r.get('image')} | - | {_options(r)} | - | - | - | - | - | - | - | - | "
+                           f"{r['status']}: {r.get('reason')} |")
                 continue
             released = (f"{RELEASED_REFERENCE['image_448x336_s']:.0f} s (SAM, 46 queries, 448x336)"
                         if (r["width"], r["height"]) == (448, 336) else "-")
-            out.append(f"| {r['image']} | {r['width']} x {r['height']} | {r.get('vfm')} | {r.get('n')} | "
-                       f"{r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
+            others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
+            out.append(f"| {r['image']} | {r['width']} x {r['height']} | {_options(r)} | {r.get('vfm')} | "
+                       f"{r.get('n')} | {r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
                        f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_mb(r.get('extra_mem_bytes'))} | "
-                       f"{released} |")
+                       f"{others} | {released} |")
     return "\n".join(out) + "\n"
 
 
@@ -356,6 +365,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true", help="no subprocess per measurement (quick checks)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement (subprocess mode)")
     p.add_argument("--real-weights", action="store_true", help="load the config's weights instead of random ones")
+    p.add_argument("--render", nargs="+", metavar="JSON", default=None,
+                   help="no measurement: merge these result files into WORK_DIR/NAME.json and NAME.md")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each timed repeat, wait up to SECONDS for other processes to leave the CPUs "
                         "idle (a shared machine)")
@@ -371,6 +382,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] == ["--_worker"]:
         return worker_main(argv[1])
     args = parse_args(argv)
+    if args.render:
+        return render(args)
     if not os.path.isfile(args.config) and (REPO_ROOT / args.config).is_file():
         args.config = str(REPO_ROOT / args.config)
     args.config = os.path.abspath(args.config)
@@ -393,7 +406,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     jobs = plan(args, cfg)
     import torch
 
-    meta = dict(command="python tools/benchmark.py " + " ".join(argv), config=args.config,
+    meta = dict(command="python tools/benchmark.py " + " ".join(argv), config=_display_path(args.config),
                 cfg_options=args.cfg_options, device=device, device_name=_device_name(device),
                 torch=torch.__version__, threads=args.threads or torch.get_num_threads(), ours_dtype=ours_dtype,
                 repeats=args.repeats, warmup=args.warmup, mem_repeats=args.mem_repeats,
@@ -450,6 +463,26 @@ def _write(args, meta, results, quiet: bool = False) -> Dict:
         print("\n" + text)
         print(f"written: {json_path}, {md_path}")
     return report
+
+
+def render(args) -> int:
+    """Merge saved reports (e.g. the grid and the per-image runs) into one JSON + markdown."""
+    reports = [json.loads(Path(p).read_text()) for p in args.render]
+    meta = dict(reports[0]["meta"])
+    meta["command"] = " ; ".join(r["meta"]["command"] for r in reports)
+    results = [dict(res, cfg_options=res.get("cfg_options", r["meta"].get("cfg_options") or {}))
+               for r in reports for res in r["results"]]
+    args.work_dir = Path(args.work_dir)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    _write(args, meta, results)
+    return 0
+
+
+def _display_path(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return path
 
 
 def _cuda_available() -> bool:
