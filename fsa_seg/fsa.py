@@ -151,7 +151,8 @@ def feedback_attention(base_logits: Tensor, uniform_logits: Tensor, params: FSAP
     batch, n_tokens, _ = q.shape
     rows_per_chunk = max(1, params.chunk_elems // max(1, batch * n_tokens))
     if rows_per_chunk >= n_tokens:  # one chunk: no preallocated copy
-        return _adaptive_rows(q, log_q_t, entropy, slice(0, n_tokens), params, prob_dtype).to(out_dtype or prob_dtype)
+        a_fb = _adaptive_rows(q, log_q_t, entropy, slice(0, n_tokens), params, prob_dtype)
+        return a_fb.to(out_dtype or prob_dtype)
     out = torch.empty(batch, n_tokens, n_tokens, dtype=out_dtype or prob_dtype, device=q.device)
     for start in range(0, n_tokens, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, n_tokens))

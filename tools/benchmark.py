@@ -21,6 +21,10 @@ allocator settled; CUDA ``max_memory_allocated`` growth). Naive runs whose estim
 (tools/benchmarks/estimates.py) exceeds ``--mem-budget-gb`` are skipped with the reason. On CUDA, ours
 runs in the config's precision (``auto``: fp16), the naive reference in fp32. Timings are printed and
 written (``WORK_DIR/benchmark.json``, ``WORK_DIR/benchmark.md``), never asserted.
+
+On a shared machine, ``--wait-quiet S`` makes each timed repeat wait (up to S seconds) until other processes
+leave the CPUs idle; the ``others`` column reports the cores other processes used during the repeats.
+``--render A.json B.json`` merges saved runs (e.g. the grid and the per-image runs) into one report.
 """
 from __future__ import annotations
 
