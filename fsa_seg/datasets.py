@@ -1,10 +1,6 @@
-"""Benchmarks of the FSA evaluation protocol and the dataset classes mmseg 1.2.2 lacks.
+"""The dataset classes mmseg 1.2.2 lacks, and data-root checks with one-line errors.
 
-The eight benchmarks are those of FSA (ICCV 2025) and its bases ProxyCLIP/SCLIP:
-VOC21/VOC20 (PASCAL VOC 2012 val), Context60/Context59 (PASCAL-Context val, 5105
-images), COCO-Object and COCO-Stuff164k (COCO val2017), Cityscapes (val) and
-ADE20K (ADEChallengeData2016 validation).
-
+The benchmarks themselves (titles, folders, label conventions) are in :mod:`fsa_seg.benchmarks`.
 mmseg 1.2.2 already provides ``PascalVOCDataset``, ``PascalContextDataset`` (60
 classes, background = 0, ``reduce_zero_label=False``), ``PascalContextDataset59``
 (``reduce_zero_label=True``), ``COCOStuffDataset``, ``CityscapesDataset`` and
@@ -19,110 +15,14 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Iterator, List, Mapping, Optional
 
 from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
+from .benchmarks import BENCHMARKS, benchmark_for_dataset_type
+
 README_HINT = 'data/README.md'
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """Where a benchmark's validation split lives and how its masks are encoded.
-
-    Paths are relative to ``data_root``; ``data_root`` is relative to the working
-    directory (the repository root for ``tools/*.py``), as in the configs.
-    """
-
-    name: str
-    title: str
-    dataset_type: str
-    class_names: str
-    data_root: str
-    img_dir: str
-    mask_dir: str
-    img_suffix: str
-    mask_suffix: str
-    ann_file: Optional[str]
-    num_classes: int
-    reduce_zero_label: bool
-    expected_images: int
-    converter: str
-
-    @property
-    def config(self) -> str:
-        """Config path of this benchmark's dataset settings, relative to the repo root."""
-        return f'configs/_base_/datasets/{self.name}.py'
-
-    @property
-    def max_raw_label(self) -> int:
-        """Largest class value a raw mask file may hold (255 = ignore is always allowed).
-
-        With ``reduce_zero_label`` the file stores classes as 1..N and 0 (ignored).
-        """
-        return self.num_classes if self.reduce_zero_label else self.num_classes - 1
-
-
-_VOC12 = dict(data_root='data/VOCdevkit/VOC2012', img_dir='JPEGImages',
-              mask_dir='SegmentationClass', img_suffix='.jpg', mask_suffix='.png',
-              ann_file='ImageSets/Segmentation/val.txt', expected_images=1449,
-              converter='tools/dataset_converters/voc.py')
-_CONTEXT = dict(data_root='data/VOCdevkit/VOC2010', img_dir='JPEGImages',
-                mask_dir='SegmentationClassContext', img_suffix='.jpg', mask_suffix='.png',
-                ann_file='ImageSets/SegmentationContext/val.txt', expected_images=5105,
-                converter='tools/dataset_converters/pascal_context.py')
-_COCO_DIRS = dict(img_dir='images/val2017', mask_dir='annotations/val2017',
-                  img_suffix='.jpg', ann_file=None, expected_images=5000)
-
-BENCHMARKS: Dict[str, BenchmarkSpec] = {spec.name: spec for spec in (
-    BenchmarkSpec(name='voc21', title='PASCAL VOC 2012 (21 classes)',
-                  dataset_type='PascalVOCDataset', class_names='voc21',
-                  num_classes=21, reduce_zero_label=False, **_VOC12),
-    BenchmarkSpec(name='voc20', title='PASCAL VOC 2012 (20 classes, no background)',
-                  dataset_type='PascalVOC20Dataset', class_names='voc20',
-                  num_classes=20, reduce_zero_label=True, **_VOC12),
-    BenchmarkSpec(name='context60', title='PASCAL-Context (60 classes)',
-                  dataset_type='PascalContextDataset', class_names='context60',
-                  num_classes=60, reduce_zero_label=False, **_CONTEXT),
-    BenchmarkSpec(name='context59', title='PASCAL-Context (59 classes, no background)',
-                  dataset_type='PascalContextDataset59', class_names='context59',
-                  num_classes=59, reduce_zero_label=True, **_CONTEXT),
-    BenchmarkSpec(name='coco_object', title='COCO-Object (81 classes)',
-                  dataset_type='COCOObjectDataset', class_names='coco_object',
-                  data_root='data/coco_object', mask_suffix='_instanceTrainIds.png',
-                  num_classes=81, reduce_zero_label=False,
-                  converter='tools/dataset_converters/coco_object.py', **_COCO_DIRS),
-    BenchmarkSpec(name='coco_stuff164k', title='COCO-Stuff164k (171 classes)',
-                  dataset_type='COCOStuffDataset', class_names='coco_stuff',
-                  data_root='data/coco_stuff164k', mask_suffix='_labelTrainIds.png',
-                  num_classes=171, reduce_zero_label=False,
-                  converter='tools/dataset_converters/coco_stuff164k.py', **_COCO_DIRS),
-    BenchmarkSpec(name='cityscapes', title='Cityscapes (19 classes)',
-                  dataset_type='CityscapesDataset', class_names='cityscapes',
-                  data_root='data/cityscapes', img_dir='leftImg8bit/val',
-                  mask_dir='gtFine/val', img_suffix='_leftImg8bit.png',
-                  mask_suffix='_gtFine_labelTrainIds.png', ann_file=None,
-                  num_classes=19, reduce_zero_label=False, expected_images=500,
-                  converter='tools/dataset_converters/cityscapes.py'),
-    BenchmarkSpec(name='ade20k', title='ADE20K (150 classes)',
-                  dataset_type='ADE20KDataset', class_names='ade20k',
-                  data_root='data/ade/ADEChallengeData2016', img_dir='images/validation',
-                  mask_dir='annotations/validation', img_suffix='.jpg', mask_suffix='.png',
-                  ann_file=None, num_classes=150, reduce_zero_label=True,
-                  expected_images=2000, converter='tools/dataset_converters/ade20k.py'),
-)}
-
-
-def benchmark_for_dataset_type(dataset_type: Any) -> Optional[BenchmarkSpec]:
-    """The benchmark whose config uses ``dataset_type`` (a registry name or class)."""
-    type_name = dataset_type if isinstance(dataset_type, str) else getattr(
-        dataset_type, '__name__', str(dataset_type))
-    for spec in BENCHMARKS.values():
-        if spec.dataset_type == type_name:
-            return spec
-    return None
 
 
 def _display(path: str) -> str:
@@ -278,7 +178,3 @@ class COCOObjectDataset(_CheckedPathsMixin, BaseSegDataset):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
 
-
-def benchmark_names() -> Sequence[str]:
-    """Names of the eight benchmarks (config stems under ``configs/_base_/datasets``)."""
-    return tuple(BENCHMARKS)

@@ -21,39 +21,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .benchmarks import (BENCHMARKS, REPO_ROOT, benchmark_for_dataset_type, check_benchmarks,  # noqa: F401
+                         dataset_base_config, get_benchmark)
+
 CONFIG_DIR = REPO_ROOT / "configs"
 
-# The paper's column order.
-BENCHMARKS: Tuple[str, ...] = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff164k",
-                               "cityscapes", "ade20k")
-BENCHMARK_TITLES: Dict[str, str] = {
-    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
-    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "cityscapes": "Cityscapes", "ade20k": "ADE20K"}
-# Names a config file may use for a benchmark (longest first when matching a file name's end).
-DATASET_ALIASES: Dict[str, Tuple[str, ...]] = {
-    "voc21": ("voc21", "voc"), "voc20": ("voc20",), "context60": ("context60", "context"),
-    "context59": ("context59",), "coco_object": ("coco_object", "object"),
-    "coco_stuff164k": ("coco_stuff164k", "coco_stuff", "stuff"), "cityscapes": ("cityscapes", "city_scapes"),
-    "ade20k": ("ade20k", "ade")}
 METHOD_TITLES: Dict[str, str] = {"proxyclip": "ProxyCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP",
                                  "naclip": "NACLIP", "maskclip": "MaskCLIP", "vanilla": "CLIP"}
 VFM_TITLES: Dict[str, str] = {"sam": "SAM", "dino": "DINO", "dinov2": "DINOv2", "mae": "MAE"}
-
-
-def check_benchmarks(names: Sequence[str]) -> List[str]:
-    """Split comma-separated names and check them; ``ValueError`` (one line) names the valid ones."""
-    out: List[str] = []
-    for item in names:
-        for name in str(item).split(","):
-            name = name.strip()
-            if not name:
-                continue
-            if name not in BENCHMARKS:
-                raise ValueError(f"unknown dataset '{name}'; choose from {', '.join(BENCHMARKS)}")
-            if name not in out:
-                out.append(name)
-    return out
 
 
 def parse_data_roots(items: Optional[Sequence[str]]) -> Dict[str, str]:
@@ -63,7 +38,7 @@ def parse_data_roots(items: Optional[Sequence[str]]) -> Dict[str, str]:
         name, sep, path = str(item).partition("=")
         if not sep or not path:
             raise ValueError(f"--data-root {item}: expected DATASET=PATH, e.g. voc21=data/VOCdevkit/VOC2012")
-        roots[check_benchmarks([name])[0]] = path
+        roots[get_benchmark(name).name] = path
     return roots
 
 
@@ -71,10 +46,6 @@ def backbone_tag(backbone: str) -> str:
     """``'ViT-B-16'`` -> ``'vit-b16'`` (the config file naming); tags are returned as they are."""
     text = backbone.lower().replace("/", "-")
     return re.sub(r"^vit-([a-z])-(\d+)$", r"vit-\1\2", text)
-
-
-def dataset_base_config(dataset: str) -> str:
-    return str(CONFIG_DIR / "_base_" / "datasets" / f"{dataset}.py")
 
 
 def config_candidates(method: str, fsa: bool, backbone: str, vfm: Optional[str], dataset: str) -> List[Path]:
@@ -102,8 +73,6 @@ def find_config(method: str, fsa: bool, backbone: str, vfm: Optional[str], datas
 # -- moving a config to another benchmark ---------------------------------------------------------------
 def dataset_of_config(cfg) -> Optional[str]:
     """The benchmark a loaded config evaluates (from its test dataset type)."""
-    from .datasets import benchmark_for_dataset_type
-
     spec = benchmark_for_dataset_type(cfg.test_dataloader.dataset.get("type"))
     return spec.name if spec is not None else None
 
@@ -126,9 +95,9 @@ def sibling_config(config: str, source: str, target: str) -> Optional[str]:
     """``fsa_proxy_sam_voc21.py`` -> ``fsa_proxy_sam_context60.py`` (same folder), if that file exists."""
     path = Path(config)
     stem = path.stem
-    for alias in sorted(DATASET_ALIASES[source], key=len, reverse=True):
+    for alias in sorted(get_benchmark(source).names, key=len, reverse=True):
         if stem.endswith("_" + alias):
-            for new in DATASET_ALIASES[target]:
+            for new in get_benchmark(target).names:
                 candidate = path.with_name(stem[: -len(alias)] + new + path.suffix)
                 if candidate.is_file():
                     return str(candidate)

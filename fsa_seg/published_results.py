@@ -16,7 +16,7 @@ Layout (the same as JSON, for ``--published``)::
          "source": "arXiv:2508.20265v1, Table N, row ...",
          "mIoU": {"voc21": 61.2, ..., "ade20k": null}, "avg": null}]}
 
-``mIoU`` keys are the benchmark names of :data:`fsa_seg.experiments.BENCHMARKS`; ``avg`` is the paper's own
+``mIoU`` keys are the benchmark names of :data:`fsa_seg.benchmarks.BENCHMARKS`; ``avg`` is the paper's own
 average over the eight benchmarks (``None``: not published or not transcribed). A cell may also be
 ``{"value": 61.2, "source": "..."}`` when one number comes from somewhere else than its row.
 """
@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from .experiments import BENCHMARKS, backbone_tag
+from .benchmarks import BENCHMARKS
+from .experiments import backbone_tag
 
 PAPER = ("Z. Chi, Y. Wu, L. Gu, H. Liu, Z. Wang, Y. Zhang, Y. Wang, K. N. Plataniotis: Plug-in Feedback "
          "Self-adaptive Attention in CLIP for Training-free Open-Vocabulary Segmentation, ICCV 2025, "
@@ -36,7 +37,7 @@ _NOT_TRANSCRIBED = ("not transcribed: to be copied from the comparison table of 
 
 
 def _empty_row() -> Dict[str, Optional[float]]:
-    return {name: None for name in BENCHMARKS}
+    return {name: None for name, bench in BENCHMARKS.items() if bench.paper_table}
 
 
 PUBLISHED: Dict[str, Any] = {
@@ -99,6 +100,3 @@ def published_average(entry: Optional[Dict[str, Any]]) -> Optional[float]:
     value = entry.get("avg") if entry else None
     return float(value) if value is not None else None
 
-
-def entries_with_numbers(data: Dict[str, Any]) -> List[Dict[str, Any]]:
-    return [e for e in data.get("entries", []) if any(cell(e, d)[0] is not None for d in BENCHMARKS)]

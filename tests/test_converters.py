@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONVERTERS = REPO_ROOT / 'tools' / 'dataset_converters'
-sys.path.insert(0, str(CONVERTERS))  # the converters import their sibling _common
+from fsa_seg.converters import common
 
-common = importlib.import_module('_common')
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONVERTERS = REPO_ROOT / 'tools' / 'dataset_converters'  # their command lines
 
 
 def converter(name: str):
-    return importlib.import_module(name)
+    return importlib.import_module(f'fsa_seg.converters.{name}')
 
 
 def save_label(path: Path, values, mode='L') -> np.ndarray:
@@ -51,7 +50,7 @@ def expect_exit(match: str, func, *args):
     return message
 
 
-# --------------------------------------------------------------------------- _common
+# --------------------------------------------------------------------------- common
 
 
 def test_lut_maps_out_of_table_values_to_ignore():

@@ -26,13 +26,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / 'tools' / 'dataset_converters'))
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
-
-from _common import IGNORE, list_files, load_label, read_split, strip_suffix  # noqa: E402
-from fsa_seg.datasets import BENCHMARKS, BenchmarkSpec  # noqa: E402
+from fsa_seg.benchmarks import BENCHMARKS, REPO_ROOT, Benchmark
+from fsa_seg.converters.common import IGNORE, list_files, load_label, read_split, strip_suffix
 
 
 @dataclass
@@ -78,7 +73,7 @@ def _sample(items: Sequence[str], n: int) -> List[str]:
     return [items[int(k * step)] for k in range(n)]
 
 
-def _list_images(spec: BenchmarkSpec, root: str, report: Report) -> Optional[List[str]]:
+def _list_images(spec: Benchmark, root: str, report: Report) -> Optional[List[str]]:
     """Image stems (relative to the image folder) of the split; None if it cannot be listed."""
     img_dir = osp.join(root, spec.img_dir)
     if spec.ann_file:
@@ -97,7 +92,7 @@ def _list_images(spec: BenchmarkSpec, root: str, report: Report) -> Optional[Lis
     return [strip_suffix(f, spec.img_suffix) for f in files]
 
 
-def _check_masks(spec: BenchmarkSpec, img_dir: str, mask_dir: str, stems: Sequence[str],
+def _check_masks(spec: Benchmark, img_dir: str, mask_dir: str, stems: Sequence[str],
                  max_masks: int, report: Report) -> None:
     seen: set = set()
     bad_mode: List[str] = []
@@ -128,7 +123,7 @@ def _check_masks(spec: BenchmarkSpec, img_dir: str, mask_dir: str, stems: Sequen
                                f'(allowed {report.allowed}); masks not converted?')
 
 
-def check_benchmark(spec: BenchmarkSpec, root: str, max_masks: int = 50) -> Report:
+def check_benchmark(spec: Benchmark, root: str, max_masks: int = 50) -> Report:
     """Inspect one benchmark whose data root is ``root``."""
     report = Report(name=spec.name, title=spec.title, data_root=root,
                     allowed=f'0-{spec.max_raw_label},{IGNORE}')

@@ -97,7 +97,7 @@ def _mean(values: List[Optional[float]]) -> Optional[float]:
 
 def table_rows(rows: List[Row], datasets: List[str]) -> List[Dict[str, Any]]:
     """The numbers of the table: per row ``ours`` / ``paper`` / ``diff`` dicts (dataset or 'avg' -> value)."""
-    from fsa_seg.experiments import BENCHMARKS
+    from fsa_seg.benchmarks import paper_benchmarks
     from fsa_seg.published_results import cell, published_average
 
     out = []
@@ -105,7 +105,7 @@ def table_rows(rows: List[Row], datasets: List[str]) -> List[Dict[str, Any]]:
         ours = {ds: _round(row.ours.get(ds)) for ds in datasets}
         paper = {ds: cell(row.entry, ds)[0] for ds in datasets}
         ours["avg"] = _round(_mean([row.ours.get(ds) for ds in datasets]))
-        paper_avg = published_average(row.entry) if list(datasets) == list(BENCHMARKS) else None
+        paper_avg = published_average(row.entry) if list(datasets) == list(paper_benchmarks()) else None
         paper["avg"] = paper_avg if paper_avg is not None else _round(_mean([paper[ds] for ds in datasets]), 2)
         diff = {k: (_round(ours[k] - paper[k]) if ours[k] is not None and paper[k] is not None else None)
                 for k in ours}
@@ -125,11 +125,11 @@ def _fmt(value: Optional[float], kind: str) -> str:
 
 def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str], data: dict,
                 notes: List[str]) -> Dict[str, str]:
-    from fsa_seg.experiments import BENCHMARK_TITLES
+    from fsa_seg.benchmarks import get_benchmark
 
     numbers = table_rows(rows, datasets)
     columns = list(datasets) + ["avg"]
-    head = [BENCHMARK_TITLES.get(ds, ds) for ds in datasets] + ["Avg"]
+    head = [get_benchmark(ds).column for ds in datasets] + ["Avg"]
     md = [f"# {title}: ours vs published (mIoU, %)", "",
           "`ours`: this repository's results.json; `paper`: published number (source below); "
           "`diff`: ours - paper. Empty: not evaluated / not published or not transcribed. "
@@ -173,8 +173,8 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     from fsa_seg.datasets import check_data_root
-    from fsa_seg.experiments import (BENCHMARKS, check_benchmarks, find_config, method_title, parse_data_roots,
-                                     read_results)
+    from fsa_seg.benchmarks import check_benchmarks, paper_benchmarks
+    from fsa_seg.experiments import find_config, method_title, parse_data_roots, read_results
     from fsa_seg.last_block import list_base_methods
     from fsa_seg.published_results import find_entry, load_published
     from fsa_seg.vfm import list_vfms
@@ -188,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         vfm = args.vfm if args.method == "proxyclip" else None
         if vfm is not None and vfm not in list_vfms():
             raise ValueError(f"--vfm {vfm}: unknown; choose from {', '.join(list_vfms())}")
-        datasets = check_benchmarks(args.datasets) if args.datasets else list(BENCHMARKS)
+        datasets = check_benchmarks(args.datasets) if args.datasets else list(paper_benchmarks())
         roots = parse_data_roots(args.data_root)
         data = load_published(args.published)
         title = method_title(args.method, vfm)

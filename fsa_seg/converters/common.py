@@ -1,4 +1,4 @@
-"""Helpers shared by the dataset converters in this folder.
+"""Helpers shared by the dataset converters of this package.
 
 Only numpy and Pillow (and the standard library) are used, so the converters start
 fast and need neither mmcv nor a GPU. Errors are raised as ``SystemExit`` with a
