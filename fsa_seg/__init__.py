@@ -1,9 +1,12 @@
 """fsa-seg: Feedback-driven Self-adaptive Attention (ICCV 2025) for training-free open-vocabulary
-segmentation, as an MMSegmentation plugin. Importing the package registers its datasets and models."""
-__version__ = "0.1.0"
+segmentation, as an MMSegmentation plugin.
 
-from . import datasets, evaluation, sam3  # noqa: F401,E402  (registers datasets, metric, SAM3)
-from .fsa import FeedbackSelfAdaptiveAttention, FSAParams, feedback_attention  # noqa: F401,E402
-from .last_block import list_base_methods  # noqa: F401,E402
-from .segmentor import FSAProxySegmentation, FSASegmentor  # noqa: F401,E402
-from .vfm import list_vfms  # noqa: F401,E402
+Importing the package loads nothing heavy. The pieces, by what they need:
+
+* plain torch (+ open_clip, timm, segment-anything): :mod:`fsa_seg.fsa` (the FSA core),
+  :mod:`fsa_seg.last_block`, :mod:`fsa_seg.clip_backbone`, :mod:`fsa_seg.vfm`, :mod:`fsa_seg.clip_model`;
+* + transformers: :mod:`fsa_seg.sam3`;
+* + mmseg/mmcv: :mod:`fsa_seg.plugin` (the registered segmentors, datasets and metric that configs import)
+  and :mod:`fsa_seg.apis` (initialise a segmentor from a config, segment an image, evaluate, sweep).
+"""
+__version__ = "0.1.0"

@@ -114,10 +114,6 @@ class CLIPBackbone(nn.Module):
         ps = self.visual.conv1.kernel_size
         return (ps, ps) if isinstance(ps, int) else tuple(ps)
 
-    @property
-    def num_heads(self) -> int:
-        return self.last_block.attn.num_heads
-
     def forward_to_last_block(self, img: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """Tokens ``[B, 1 + h*w, D]`` entering the last block (batch-first), and the patch grid ``(h, w)``."""
         visual = self.visual

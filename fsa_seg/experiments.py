@@ -1,6 +1,5 @@
-"""Helpers of the reproduction tools (``tools/sweep.py``, ``tools/reproduce.py``): which config evaluates a
-(method, FSA, backbone, proxy, benchmark), how a config is moved to another benchmark, and reading
-``results.json`` files.
+"""Which config evaluates a (method, FSA, backbone, proxy, benchmark), and how a config is moved to another
+benchmark (for the sweep and the paper table, :mod:`fsa_seg.apis`).
 
 Config naming (``tools/gen_configs.py``; backbone tags ``vit-b16`` | ``vit-l14`` | ``vit-h14``):
 
@@ -8,23 +7,18 @@ Config naming (``tools/gen_configs.py``; backbone tags ``vit-b16`` | ``vit-l14``
 * ``configs/proxyclip/{fsa_}proxy_{vfm}_{backbone}_{dataset}.py`` - every other ProxyCLIP config;
 * ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py`` - the CLIP-native methods.
 
-When no file matches, the benchmark's dataset config ``configs/_base_/datasets/{dataset}.py`` is used with
-``--cfg-options`` setting the method keys (``model.base_method``, ``model.fsa``, ``model.clip_model``,
-``model.vfm``): it runs, but with the FSA protocol rather than the method's own.
+When no file matches, the benchmark's default config (FSA-ProxyCLIP's, ``configs/fsa_proxy_sam_{dataset}.py``)
+is used with ``--cfg-options`` setting the method keys (``model.base_method``, ``model.fsa``,
+``model.clip_model``, ``model.vfm``): it runs, but with the FSA protocol rather than the method's own.
 """
 from __future__ import annotations
 
-import json
-import os.path as osp
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .benchmarks import (BENCHMARKS, REPO_ROOT, benchmark_for_dataset_type, check_benchmarks,  # noqa: F401
-                         dataset_base_config, get_benchmark)
-
-CONFIG_DIR = REPO_ROOT / "configs"
+from .benchmarks import BENCHMARKS, CONFIG_DIR, benchmark_for_dataset_type, get_benchmark
 
 METHOD_TITLES: Dict[str, str] = {"proxyclip": "ProxyCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP",
                                  "naclip": "NACLIP", "maskclip": "MaskCLIP", "vanilla": "CLIP"}
@@ -67,7 +61,7 @@ def find_config(method: str, fsa: bool, backbone: str, vfm: Optional[str], datas
             return str(path), {}, "config"
     options: Dict[str, Any] = {"model.base_method": method, "model.fsa": bool(fsa), "model.clip_model": backbone,
                                "model.vfm": vfm if method == "proxyclip" else None}
-    return dataset_base_config(dataset), options, "fallback"
+    return default_config(dataset), options, "fallback"
 
 
 # -- moving a config to another benchmark ---------------------------------------------------------------
@@ -77,17 +71,20 @@ def dataset_of_config(cfg) -> Optional[str]:
     return spec.name if spec is not None else None
 
 
+def default_config(dataset: str) -> str:
+    """The benchmark's default config: FSA-ProxyCLIP (SAM proxy, ViT-B/16) with the released FSA protocol."""
+    return str(CONFIG_DIR / f"fsa_proxy_sam_{get_benchmark(dataset).name}.py")
+
+
 @lru_cache(maxsize=None)
 def dataset_model_keys() -> Tuple[str, ...]:
-    """Model keys that belong to the benchmark: those some ``configs/_base_/datasets/*.py`` sets to a value
-    other than the model base's (name_path, prob_thd, slide_crop, slide_stride)."""
+    """Model keys that belong to the benchmark: those the protocol bases of the default configs set
+    (``configs/_base_/protocols/fsa_*.py``: name_path, prob_thd, window, logit scale)."""
     from mmengine.config import Config
 
-    base = Config.fromfile(str(CONFIG_DIR / "_base_" / "models" / "fsa_segmentor.py")).model
     keys = set()
     for name in BENCHMARKS:
-        model = Config.fromfile(dataset_base_config(name)).model
-        keys |= {k for k, v in model.items() if base.get(k) != v}
+        keys |= set(Config.fromfile(str(CONFIG_DIR / "_base_" / "protocols" / f"fsa_{name}.py")).protocol)
     return tuple(sorted(keys))
 
 
@@ -111,9 +108,9 @@ def config_for_dataset(config: str, dataset: str, cfg=None) -> Tuple[str, Dict[s
     1. ``config`` itself when it already evaluates ``dataset`` (how = ``'same'``);
     2. the sibling file whose name differs only in the dataset part (``fsa_proxy_sam_voc21.py`` ->
        ``fsa_proxy_sam_context60.py``; how = ``'sibling'``);
-    3. otherwise ``configs/_base_/datasets/{dataset}.py`` with ``--cfg-options`` for every model key of
-       ``config`` that is not a benchmark key (see :func:`dataset_model_keys`) and differs from the dataset
-       config (how = ``'dataset base'``). Only model keys are carried over: other settings of ``config``
+    3. otherwise the benchmark's :func:`default_config` with ``--cfg-options`` for every model key of
+       ``config`` that is not a benchmark key (see :func:`dataset_model_keys`) and differs from the default
+       config (how = ``'default config'``). Only model keys are carried over: other settings of ``config``
        (hooks, loader) must be given again with ``--cfg-options``.
     """
     from mmengine.config import Config
@@ -126,24 +123,12 @@ def config_for_dataset(config: str, dataset: str, cfg=None) -> Tuple[str, Dict[s
         sibling = sibling_config(config, source, dataset)
         if sibling is not None:
             return sibling, {}, "sibling"
-    base_path = dataset_base_config(dataset)
+    base_path = default_config(dataset)
     base = Config.fromfile(base_path).model
     skip = set(dataset_model_keys())
     options = {f"model.{k}": (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in cfg.model.items()
                if k not in skip and base.get(k, object()) != v}
-    return base_path, options, "dataset base"
-
-
-# -- results ------------------------------------------------------------------------------------------------
-def read_results(work_dir: str) -> Optional[dict]:
-    """``work_dir/results.json`` as a dict, or ``None`` if absent or unreadable (e.g. cut short)."""
-    path = osp.join(work_dir, "results.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("metrics"), dict) else None
+    return base_path, options, "default config"
 
 
 def method_title(method: str, vfm: Optional[str] = None) -> str:

@@ -23,7 +23,7 @@ average over the eight benchmarks (``None``: not published or not transcribed). 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .benchmarks import BENCHMARKS
 from .experiments import backbone_tag

@@ -1,11 +1,8 @@
-import os
-import sys
-
 import pytest
 import torch
 
-# tests import helpers that live next to them (naive_fsa.py, datagen.py, tooling.py)
-sys.path.insert(0, os.path.dirname(__file__))
+# Helpers next to the tests (datagen.py, tooling.py) import as top-level modules: pytest puts this folder on
+# sys.path itself (rootdir-relative "prepend" import mode; the folder is not a package).
 
 
 @pytest.fixture(scope="module")

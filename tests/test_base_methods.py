@@ -21,14 +21,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fsa_seg  # noqa: F401  (registers models, datasets, metric)
 from datagen import write_voc
+from fsa_seg.apis import evaluate
+from fsa_seg.clip_model import CLIPSegModel, CropFeatures
 from fsa_seg.fsa import FeedbackSelfAdaptiveAttention, attend, merge_heads
 from fsa_seg.last_block import (LAST_BLOCKS, ClearCLIPBlock, MaskCLIPBlock, NACLIPBlock, SCLIPBlock, VanillaBlock,
                                 block_finish, build_last_block, list_base_methods, neighbourhood_prior)
-from fsa_seg.segmentor import FSAProxySegmentation, FSASegmentor
-from naive_fsa import naive_fsa
-from tooling import load_tool
+from fsa_seg.naive_fsa import naive_fsa
+from fsa_seg.plugin import FSAProxySegmentation
 
 REPO = Path(__file__).resolve().parents[1]
 NATIVE = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
@@ -179,7 +179,7 @@ def set_method(model, method, fsa):
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return FSASegmentor(name_path="voc21", clip_model="tiny-ViT-16", base_method="vanilla", vfm=None,
+    return CLIPSegModel(name_path="voc21", clip_model="tiny-ViT-16", base_method="vanilla", vfm=None,
                         precision="fp32", device="cpu", **FAST)
 
 
@@ -195,7 +195,8 @@ def test_tiny_last_block_matches_transcription_fp32(tiny_model, method, use_fsa)
     model = set_method(tiny_model, method, use_fsa)
     g = torch.Generator().manual_seed(3)
     crops = torch.randn(2, 3, 96, 144, generator=g)  # 6 x 9 grid: positional embedding resized, not square
-    ours, grid = model.patch_logits(crops)
+    ours = model.patch_logits(crops)
+    grid = tuple(ours.shape[-2:])
     expected, a0, naive_grid = naive_logits(model, method, crops, use_fsa)
     assert grid == naive_grid == (6, 9) and ours.shape == expected.shape == (2, model.num_queries, 6, 9)
     assert (ours - expected).abs().max().item() <= 1e-5
@@ -212,7 +213,7 @@ def test_tiny_last_block_matches_transcription_fp64(tiny_model, method, use_fsa)
     model = set_method(tiny_model, method, use_fsa).double()
     try:
         crops = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-        ours, _ = model.patch_logits(crops)
+        ours = model.patch_logits(crops)
         expected, _, _ = naive_logits(model, method, crops, use_fsa)
         assert ours.dtype == torch.float64
         assert (ours - expected).abs().max().item() <= 1e-10
@@ -233,8 +234,8 @@ def test_methods_differ_and_fsa_changes_each(tiny_model):
     crops = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(7))
     outputs = {}
     for method in NATIVE:
-        base = set_method(tiny_model, method, False).patch_logits(crops)[0]
-        with_fsa = set_method(tiny_model, method, True).patch_logits(crops)[0]
+        base = set_method(tiny_model, method, False).patch_logits(crops)
+        with_fsa = set_method(tiny_model, method, True).patch_logits(crops)
         assert (base - with_fsa).abs().max().item() > 1e-4, method
         outputs[method] = base
     for i, a in enumerate(NATIVE):
@@ -245,13 +246,13 @@ def test_methods_differ_and_fsa_changes_each(tiny_model):
 # --- parity at the real ViT-B/16 shape -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def vit_b16(tmp_path_factory):
-    names = tmp_path_factory.mktemp("names") / "two.txt"
-    names.write_text("cat\ndog\n")  # a short text pass through the ViT-B text tower ...
+    names = tmp_path_factory.mktemp("names") / "twenty.txt"
+    names.write_text("".join(f"class{i}\n" for i in range(20)))
     torch.manual_seed(0)
-    model = FSASegmentor(name_path=str(names), clip_model="ViT-B-16", base_method="vanilla", vfm=None,
-                         precision="fp32", device="cpu", **FAST)
-    # ... then 20 random unit text embeddings (the text tower is not under test)
-    model.text_embeddings = F.normalize(torch.randn(20, 512, generator=torch.Generator().manual_seed(2)), dim=-1)
+    # 20 random unit text embeddings: the text tower is not under test (and is not run)
+    text = F.normalize(torch.randn(20, 512, generator=torch.Generator().manual_seed(2)), dim=-1)
+    model = CLIPSegModel(name_path=str(names), clip_model="ViT-B-16", base_method="vanilla", vfm=None,
+                         precision="fp32", device="cpu", text_embeddings=text, **FAST)
     crops = torch.randn(1, 3, 224, 288, generator=torch.Generator().manual_seed(11))  # 14 x 18 patches
     # The ten last-block checks below share one pass through the first 11 blocks (ours and the transcription's).
     return model, crops, model.backbone.forward_to_last_block(crops), naive_tokens(model.backbone.clip, crops)
@@ -265,11 +266,11 @@ def test_vit_b16_tokens_match_transcription(vit_b16):
 
 @pytest.mark.parametrize("use_fsa", [False, True])
 @pytest.mark.parametrize("method", NATIVE)
-def test_vit_b16_last_block_matches_transcription(vit_b16, monkeypatch, method, use_fsa):
+def test_vit_b16_last_block_matches_transcription(vit_b16, method, use_fsa):
     model, crops, ours_tokens, naive_tokens_ = vit_b16
     set_method(model, method, use_fsa)
-    monkeypatch.setattr(model.backbone, "forward_to_last_block", lambda img: ours_tokens)
-    ours, grid = model.patch_logits(crops)
+    ours = model.logits_from_features(CropFeatures(*ours_tokens, proxy=None))
+    grid = tuple(ours.shape[-2:])
     expected, _, _ = naive_logits(model, method, crops, use_fsa, tokens=naive_tokens_)
     assert grid == (14, 18) and ours.shape == (1, 20, 14, 18)
     assert (ours - expected).abs().max().item() <= 1e-5
@@ -319,6 +320,7 @@ def test_published_residual_and_ffn_choices_and_overrides():
 def test_released_class_without_proxy_is_vanilla_clip():
     model = FSAProxySegmentation(clip_type=None, model_type="tiny-ViT-16", vfm_model=None, name_path="voc20",
                                  FSA=True, **FAST)
+    model = model.model
     assert model.base_method == "vanilla" and isinstance(model.method, VanillaBlock) and model.vfm is None
 
 
@@ -329,16 +331,12 @@ def test_switching_the_method_by_config_key():
     cfg = Config.fromfile(str(REPO / "configs/fsa_proxy_sam_voc.py"))
     cfg.merge_from_dict({"model.base_method": "sclip", "model.fsa": True, "model.clip_model": "tiny-ViT-16",
                          **{f"model.{k}": v for k, v in FAST.items()}})
-    model = MODELS.build(cfg.model)
+    model = MODELS.build(cfg.model).model
     assert isinstance(model.method, SCLIPBlock) and model.fsa is not None and model.vfm is None
-    assert model.patch_logits(torch.randn(1, 3, 64, 64))[0].shape == (1, model.num_queries, 4, 4)
+    assert model.patch_logits(torch.randn(1, 3, 64, 64)).shape == (1, model.num_queries, 4, 4)
 
 
-# --- end to end through tools/test.py ---------------------------------------------------------------------
-
-def load_test_tool():
-    return load_tool("test")
-
+# --- end to end through the evaluation of tools/test.py ----------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_voc(tmp_path_factory):
@@ -355,12 +353,11 @@ E2E += [("configs/fsa_proxy_dino_voc21.py", "proxyclip", True),
 
 @pytest.mark.parametrize("config,method,use_fsa", E2E, ids=[Path(c).stem for c, _, _ in E2E])
 def test_tools_test_end_to_end(tiny_voc, tmp_path, config, method, use_fsa):
-    tool = load_test_tool()
     opts = {"model.clip_model": "tiny-ViT-16", **{f"model.{k}": v for k, v in FAST.items()},
             "test_dataloader.dataset.data_root": str(tiny_voc), "test_dataloader.num_workers": 0}
     if method == "proxyclip":
         opts["model.vfm"] = "tiny-dino"
-    metrics = tool.run(str(REPO / config), opts, str(tmp_path))
+    metrics = evaluate(str(REPO / config), opts, str(tmp_path))
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["model"]["base_method"] == method and result["model"]["fsa"] is use_fsa
     assert result["model"]["pamr"] is (method == "naclip")

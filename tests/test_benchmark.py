@@ -1,25 +1,19 @@
-"""tools/benchmark.py in a tiny mode: outputs, fields, rows and the skip logic (timings are never checked)."""
-import importlib.util
+"""tools/benchmark.py (fsa_seg.benchmarking) in a tiny mode: outputs, fields, rows and the skip logic (timings
+are never checked)."""
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from mmengine.config import Config
+
+from fsa_seg.benchmarking import estimates, runner, workloads
+from tooling import run_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = ['--cfg-options', 'model.clip_model=tiny-ViT-16', 'model.vfm=tiny-dino', 'model.random_weights=True',
         'model.slide_crop=64']  # tiny-dino (patch 8) on a 64 crop: N = 64 proxy tokens
 
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('fsa_benchmark_tool', REPO_ROOT / 'tools' / 'benchmark.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_tool()
 
 
 def _read(work_dir: Path):
@@ -33,11 +27,11 @@ def _row(report, part, **keys):
     return rows[0]
 
 
-def test_tiny_run_writes_every_part(tmp_path, capsys):
-    rc = bench.main(['--parts', 'whole,fsa,naive', '--n', '64', '--c', '3', '--repeats', '1', '--warmup', '0',
-                     '--in-process', '--image', 'generated', '--image-size', '96x64', '--work-dir', str(tmp_path),
-                     *TINY])
-    assert rc == 0
+def test_tiny_run_writes_every_part(tmp_path):
+    done = run_tool('benchmark', '--parts', 'whole,fsa,naive', '--n', '64', '--c', '3', '--repeats', '1',
+                    '--warmup', '0', '--in-process', '--image', 'generated', '--image-size', '96x64', '--work-dir',
+                    tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
     report, md = _read(tmp_path)
 
     meta = report['meta']
@@ -71,14 +65,30 @@ def test_tiny_run_writes_every_part(tmp_path, capsys):
     for part in ('whole', 'fsa', 'naive'):
         assert f'| {part} | 64 | 3 |' in md
     assert '| generated | 96 x 64 |' in md
-    printed = capsys.readouterr().out
-    assert 'ours/naive time' in printed and 'FSA/whole-forward' in printed
+    assert 'ours/naive time' in done.stdout and 'FSA/whole-forward' in done.stdout
+
+
+def bench_args(tmp_path, **kwargs) -> argparse.Namespace:
+    """The options of tools/benchmark.py with their defaults (see its --help)."""
+    args = dict(config=str(REPO_ROOT / 'configs' / 'fsa_proxy_sam_voc.py'), cfg_options={}, n=[64], c=[3],
+                parts='naive', repeats=1, warmup=0, mem_repeats=1, work_dir=str(tmp_path), name='benchmark',
+                mem_budget_gb=None, device=None, precision=None, image=None, image_size='448x336',
+                image_short_side=336, threads=None, in_process=False, timeout=None, real_weights=False,
+                render=None, wait_quiet=0.0)
+    args.update(kwargs)
+    return argparse.Namespace(**args)
+
+
+def tiny_model_cfg(config=REPO_ROOT / 'configs' / 'fsa_proxy_sam_voc.py'):
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({k: v for k, v in (o.split('=', 1) for o in TINY[1:])})
+    cfg.model.random_weights, cfg.model.slide_crop = True, 64
+    return cfg.model.to_dict()
 
 
 def test_naive_over_budget_is_skipped_with_reason(tmp_path):
-    rc = bench.main(['--parts', 'naive', '--n', '64,441', '--c', '3', '--repeats', '1', '--mem-budget-gb', '1e-6',
-                     '--work-dir', str(tmp_path), *TINY])
-    assert rc == 0
+    args = bench_args(tmp_path, n=[64, 441], mem_budget_gb=1e-6)
+    assert runner.run_benchmark(args, tiny_model_cfg(), 'test') == 0
     report, md = _read(tmp_path)
     for n in (64, 441):
         row = _row(report, 'naive', n=n, c=3)
@@ -88,10 +98,10 @@ def test_naive_over_budget_is_skipped_with_reason(tmp_path):
 
 
 def test_plan_skips_only_what_exceeds_the_budget(tmp_path):
-    args = bench.parse_args(['--parts', 'fsa,naive', '--n', '1764,4096', '--c', '46,171', '--work-dir', str(tmp_path)])
+    args = bench_args(tmp_path, parts='fsa,naive', n=[1764, 4096], c=[46, 171])
     args.mem_budget_bytes = int(22e9)
-    cfg = bench.workloads.load_config(str(REPO_ROOT / 'configs' / 'fsa_proxy_sam_voc.py'))
-    jobs = bench.plan(args, cfg)
+    model_cfg = Config.fromfile(str(REPO_ROOT / 'configs' / 'fsa_proxy_sam_voc.py')).model.to_dict()
+    jobs = runner.plan(args, model_cfg)
     skipped = {(j['n'], j['c']) for j in jobs if j['part'] == 'naive' and j.get('status') == 'skipped'}
     # [N, N, C] fp32 at N = 4096, C = 171 is 11.5 GB, and the KL needs two of them: it cannot fit 22 GB.
     assert skipped == {(4096, 171)}
@@ -101,13 +111,13 @@ def test_plan_skips_only_what_exceeds_the_budget(tmp_path):
 def test_naive_estimate_matches_the_issue_figures():
     # issue 4 (released code, fp32): 4.6 GB at N = 1764, C = 171; 8.4 GB at N = 4096, C = 46 (the released
     # code keeps one more per-head map alive than the transcription, so ours is a little lower).
-    est = bench.estimates.naive_fsa_bytes(1764, 171, heads=12, head_dim=64)
+    est = estimates.naive_fsa_bytes(1764, 171, heads=12, head_dim=64)
     assert est['phase'] == 'kl' and 4.0e9 < est['peak'] < 5.0e9
-    est = bench.estimates.naive_fsa_bytes(4096, 46, heads=12, head_dim=64)
+    est = estimates.naive_fsa_bytes(4096, 46, heads=12, head_dim=64)
     assert 7.0e9 < est['peak'] < 9.0e9
-    assert bench.estimates.naive_fsa_bytes(4096, 171, 12, 64)['kl_temporary'] == pytest.approx(11.48e9, rel=1e-3)
+    assert estimates.naive_fsa_bytes(4096, 171, 12, 64)['kl_temporary'] == pytest.approx(11.48e9, rel=1e-3)
 
 
 @pytest.mark.parametrize('n,expected', [(441, 'mae'), (576, 'dinov2'), (1764, 'dino'), (4096, 'sam'), (500, None)])
 def test_vfm_for_tokens(n, expected):
-    assert bench.workloads.vfm_for_tokens(n, 336) == expected
+    assert workloads.vfm_for_tokens(n, 336) == expected

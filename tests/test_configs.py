@@ -1,22 +1,23 @@
-"""Every config loads (mmengine Config.fromfile, no model build) and carries the intended values; the
-committed method configs equal tools/gen_configs.py's output; tools/list_configs.py filters them."""
-import inspect
+"""Every config loads (mmengine Config.fromfile, no model build), is composed as mmseg composes configs, and
+carries the intended values; the committed configs equal tools/gen_configs.py's output; tools/list_configs.py
+(fsa_seg.config_index) filters them."""
+import ast
 import re
 from pathlib import Path
 
 import pytest
 from mmengine import Config
 
-from fsa_seg.datasets import BENCHMARKS
-from fsa_seg.segmentor import FSASegmentor
-from fsa_seg.segmentor_base import OpenVocabSegmentor
-from tooling import load_tool
+from fsa_seg.benchmarks import BENCHMARKS, get_benchmark
+from fsa_seg.config_index import COLUMNS, collect, config_temp_files_in_memory, matches, render
+from fsa_seg.plugin import FSASegmentor
+from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 NATIVE = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 VFMS = ("sam", "dino", "dinov2", "mae")
-DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "cityscapes", "ade20k")
+DATASETS = tuple(BENCHMARKS)
 BACKBONES = {"vit-b16": ("ViT-B-16", "openai"), "vit-l14": ("ViT-L-14", "openai"),
              "vit-h14": ("ViT-H-14", "laion2b_s32b_b79k")}
 
@@ -50,7 +51,7 @@ TOP_PROXY_NAME = re.compile(r"^fsa_proxy_(?P<vfm>[a-z0-9]+)_(?P<dataset>[a-z0-9_
 @pytest.fixture(scope="module")
 def all_configs():
     """Every config under configs/ except the _base_ files, loaded (RAM-backed temp files when possible)."""
-    with load_tool("list_configs").fast_tempdir():
+    with config_temp_files_in_memory():
         paths = sorted(p for p in CONFIGS.rglob("*.py") if "_base_" not in p.relative_to(CONFIGS).parts)
         return {p.relative_to(CONFIGS).as_posix(): Config.fromfile(str(p), import_custom_modules=False)
                 for p in paths}
@@ -72,11 +73,43 @@ def expected_identity(rel):
 
 
 def test_committed_configs_equal_the_generator_output():
-    assert load_tool("gen_configs").differences() == []
+    done = run_tool("gen_configs", "--check")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert done.stdout.strip().endswith(" 0 out of date")
+
+
+def _bases(path: Path) -> list:
+    """The ``_base_`` list of a config file, read from its source."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_base_":
+            return [Path(b).name if "/datasets/" not in b else "datasets/" + Path(b).name
+                    for b in ast.literal_eval(node.value)]
+    return []
+
+
+def test_configs_compose_model_dataset_protocol_and_runtime():
+    """As mmseg's: a leaf lists its model, dataset, protocol and runtime bases; dataset bases hold no model;
+    no config deletes what a base set."""
+    for path in sorted((CONFIGS / "_base_" / "datasets").glob("*.py")):
+        cfg = Config.fromfile(str(path), import_custom_modules=False)
+        assert "model" not in cfg and "test_dataloader" in cfg and "test_evaluator" in cfg, path.name
+    leaves = [p for p in CONFIGS.rglob("*.py") if "_base_" not in p.parts]
+    for path in leaves:
+        text = path.read_text()
+        assert "_delete_" not in text, path
+        bases = _bases(path)
+        if len(bases) == 1:  # a variant of another leaf (alias, ablation)
+            assert (path.parent / bases[0]).is_file() or (CONFIGS / bases[0]).is_file(), path
+            continue
+        assert len(bases) == 4, (path, bases)
+        model, dataset, protocol, runtime = bases
+        assert model in ("fsa_segmentor.py", "sam3.py") and runtime == "default_runtime.py", path
+        name = dataset.split("/")[1][:-3]
+        assert name in BENCHMARKS and protocol.endswith(f"_{name}.py"), path
 
 
 def test_every_config_loads(all_configs):
-    assert len(all_configs) >= 433
+    assert len(all_configs) >= 18 * 3 * len(BENCHMARKS) + 1
     for rel, cfg in all_configs.items():
         assert "model" in cfg and "type" in cfg.model, rel
         assert cfg.test_dataloader.dataset.type, rel
@@ -100,16 +133,14 @@ def _resize_short_side(cfg):
 
 
 def test_key_values_of_every_method_config(all_configs):
-    accepted = set()
-    for klass in (FSASegmentor, OpenVocabSegmentor):
-        accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    accepted = FSASegmentor.option_names()
     checked = 0
     for rel, cfg in all_configs.items():
         identity = expected_identity(rel)
         if identity is None:
             continue
         method, fsa, tag, vfm, dataset = identity
-        model, spec = cfg.model, BENCHMARKS[dataset]
+        model, spec = cfg.model, get_benchmark(dataset)
         assert set(model) - {"type"} <= accepted, (rel, set(model) - accepted)     # no misspelt keys
         assert model.base_method == method and model.fsa is fsa, rel
         assert (model.clip_model, model.clip_pretrained) == BACKBONES[tag], rel
@@ -129,7 +160,7 @@ def test_key_values_of_every_method_config(all_configs):
             assert model.pamr_steps == 10 and tuple(model.pamr_dilations) == (8, 16), rel
         assert model.random_weights is False and model.base_method_cfg == {}, rel
         checked += 1
-    assert checked == 433
+    assert checked == 18 * 3 * len(BENCHMARKS) + 1  # 5 methods + 4 proxies, +/- FSA, 3 backbones; the alias
 
 
 def test_alias_and_switching_keys(all_configs):
@@ -139,19 +170,29 @@ def test_alias_and_switching_keys(all_configs):
     assert cfg.model.base_method == "sclip" and cfg.model.base_method_cfg == {"residual": False}
 
 
-def test_list_configs_filters(capsys, monkeypatch):
-    tool = load_tool("list_configs")
-    rows = tool.collect()
-    assert len(rows) >= 433 and all(set(r) == set(tool.COLUMNS) for r in rows)
-    monkeypatch.setattr(tool, "collect", lambda: rows)  # parse once for the calls below
-    assert tool.main(["--method", "sclip", "--fsa", "on", "--backbone", "vit-b16", "--paths"]) == 0
-    paths = capsys.readouterr().out.split()
+def select(rows, **wanted):
+    return [r for r in rows if all(matches(r, k, v) for k, v in wanted.items())]
+
+
+def test_list_configs_filters():
+    rows = collect()
+    assert len(rows) >= 18 * 3 * len(BENCHMARKS) + 1 and all(set(r) == set(COLUMNS) for r in rows)
+    paths = [r["path"] for r in select(rows, method=["sclip"], fsa=["on"], backbone=["vit-b16"])]
     assert paths == sorted(f"configs/sclip/fsa_sclip_vit-b16_{d}.py" for d in DATASETS)
-    assert tool.main(["--method", "proxyclip", "--vfm", "mae", "--backbone", "ViT-H-14", "--dataset", "ade20k",
-                      "--csv"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    chosen = select(rows, method=["proxyclip"], vfm=["mae"], backbone=["ViT-H-14"], dataset=["ade20k"])
+    lines = render(chosen, csv=True).splitlines()
     assert lines[0] == "method,fsa,backbone,vfm,dataset,path"
     assert sorted(lines[1:]) == [
         "proxyclip,off,ViT-H-14,mae,ade20k,configs/proxyclip/proxy_mae_vit-h14_ade20k.py",
         "proxyclip,on,ViT-H-14,mae,ade20k,configs/proxyclip/fsa_proxy_mae_vit-h14_ade20k.py"]
-    assert tool.backbone_tag("ViT-L-14") == "vit-l14"
+    sam3 = select(rows, method=["sam3"], dataset=["voc20"])
+    assert sorted((r["fsa"], r["path"]) for r in sam3) == [("off", "configs/sam3_voc20.py"),
+                                                           ("on", "configs/fsa_sam3_voc20.py")]
+
+
+def test_list_configs_command_line():
+    done = run_tool("list_configs", "--method", "naclip", "--fsa", "off", "--backbone", "ViT-L-14", "--dataset",
+                    "voc20", "cityscapes", "--paths")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["configs/naclip/naclip_vit-l14_cityscapes.py",
+                                   "configs/naclip/naclip_vit-l14_voc20.py"]

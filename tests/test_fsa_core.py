@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from fsa_seg.fsa import (FeedbackSelfAdaptiveAttention, FSAParams, attend, ensemble_attend,
                          feedback_attention)
-from naive_fsa import naive_fsa, sparse_attention
+from fsa_seg.naive_fsa import naive_fsa, sparse_attention
 
 
 def make_case(batch, heads, n, dim=32, classes=21, per_head=False, seed=0):

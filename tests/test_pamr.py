@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fsa_seg.pamr import PAMR
-from fsa_seg.segmentor import FSASegmentor
+from fsa_seg.plugin import FSASegmentor
 
 OFFSETS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
 
@@ -96,12 +96,12 @@ def test_segmentor_switch():
     model = FSASegmentor(name_path="voc20", clip_model="tiny-ViT-16", base_method="naclip", vfm=None, fsa=False,
                          random_weights=True, cache_text=False, templates="single", slide_crop=0, pamr=True,
                          pamr_steps=10, pamr_dilations=(1, 2))
-    assert model.pamr.steps == 10 and model.pamr.dilations == (1, 2)
+    assert model.model.pamr.steps == 10 and model.model.pamr.dilations == (1, 2)
     image = torch.randint(0, 255, (3, 40, 56), dtype=torch.uint8)
     refined = model.predict(**_preprocess(model, image))[0].seg_logits.data
-    model.pamr = None                                                            # pamr=False
+    model.model.pamr = None                                                      # pamr=False
     base = model.predict(**_preprocess(model, image))[0].seg_logits.data
-    model.pamr = PAMR(steps=0)
+    model.model.pamr = PAMR(steps=0)
     same = model.predict(**_preprocess(model, image))[0].seg_logits.data
     torch.testing.assert_close(same, base, rtol=0, atol=1e-6)                # the hook itself changes nothing
     assert refined.shape == base.shape == (20, 40, 56)

@@ -1,14 +1,19 @@
-"""tools/reproduce.py: config lookup, runs, the ours-vs-published table (empty cells stay empty)."""
+"""The paper table (fsa_seg.apis.paper_table, tools/reproduce.py): config lookup, runs, the ours-vs-published
+table (empty cells stay empty)."""
 import csv
 import json
 from pathlib import Path
 
 import pytest
 
+from mmengine.config import DictAction
+
 from datagen import write_voc
-from fsa_seg.experiments import BENCHMARKS, find_config
+from fsa_seg.apis.paper_table import reproduce_table
+from fsa_seg.benchmarks import BENCHMARKS
+from fsa_seg.experiments import find_config
 from fsa_seg.published_results import PUBLISHED, cell, find_entry, load_published
-from tooling import load_tool
+from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,12 +44,14 @@ def read_table(path: Path) -> dict:
 
 def test_runs_base_and_fsa_and_compares_with_published(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
-    tool = load_tool("reproduce")
     work = tmp_path / "rep"
-    argv = ["--method", "proxyclip", "--vfm", "sam", "--datasets", "voc21", "--data-root",
-            f"voc21={tmp_path / 'voc'}", "--work-dir", str(work), "--published", str(published_file(tmp_path)),
-            "--cfg-options", *tiny_cli(tmp_path)]
-    assert tool.main(argv) == 0
+    options = {k: DictAction._parse_iterable(v) for k, v in (item.split("=", 1) for item in tiny_cli(tmp_path))}
+
+    def run():
+        return reproduce_table("proxyclip", "sam", "ViT-B-16", ["voc21"], str(work), options,
+                               {"voc21": str(tmp_path / "voc")}, load_published(str(published_file(tmp_path))))
+
+    assert run()[2] == 0  # no failed run
     base = json.loads((work / "base" / "voc21" / "results.json").read_text())
     fsa = json.loads((work / "fsa" / "voc21" / "results.json").read_text())
     assert base["config"].endswith("configs/proxyclip/proxy_sam_vit-b16_voc21.py") and base["model"]["fsa"] is False
@@ -66,7 +73,7 @@ def test_runs_base_and_fsa_and_compares_with_published(tmp_path, capsys):
 
     # Again: finished runs are reused, not re-evaluated.
     stamp = (work / "fsa" / "voc21" / "results.json").stat().st_mtime_ns
-    assert tool.main(argv) == 0
+    assert run()[2] == 0
     assert capsys.readouterr().out.count("done before") == 2
     assert (work / "fsa" / "voc21" / "results.json").stat().st_mtime_ns == stamp
 
@@ -78,14 +85,15 @@ def _fake_results(path: Path, miou: float) -> None:
 
 
 def test_from_results_leaves_unknown_cells_empty(tmp_path):
-    tool = load_tool("reproduce")
     work = tmp_path / "rep"
     _fake_results(work / "fsa" / "voc21", 60.0)
     _fake_results(work / "fsa" / "voc20", 81.0)
     _fake_results(work / "base" / "voc21", 55.5)  # base voc20 missing
     argv = ["--method", "proxyclip", "--vfm", "sam", "--datasets", "voc21,voc20", "--work-dir", str(work),
             "--from-results", "--published", str(published_file(tmp_path))]
-    assert tool.main(argv) == 0
+    done = run_tool("reproduce", *argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| ProxyCLIP (SAM) + FSA | ours |" in done.stdout and "table: " in done.stdout
     table = read_table(work / "table.csv")
     fsa, base = "ProxyCLIP (SAM) + FSA", "ProxyCLIP (SAM)"
     assert [table[(fsa, "ours")][c] for c in ("voc21", "voc20", "avg")] == ["60.0", "81.0", "70.5"]
@@ -112,7 +120,7 @@ def test_config_lookup_follows_the_generated_naming():
                  ("naclip", False, "ViT-B-16", None, "ade20k")]:
         assert Path(find_config(*args)[0]).is_file()
     path, options, how = find_config("proxyclip", True, "tiny-ViT-16", "tiny-dino", "voc21")
-    assert how == "fallback" and path.endswith("configs/_base_/datasets/voc21.py")
+    assert how == "fallback" and path.endswith("configs/fsa_proxy_sam_voc21.py")
     assert options == {"model.base_method": "proxyclip", "model.fsa": True, "model.clip_model": "tiny-ViT-16",
                        "model.vfm": "tiny-dino"}
 

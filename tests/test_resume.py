@@ -11,20 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-import fsa_seg  # noqa: F401  (registers datasets, the metric, the resume wrapper)
 from datagen import write_voc
-from tooling import load_tool
-from fsa_seg.evaluation import PerClassIoUMetric
-from fsa_seg.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
-                            record_file)
+from fsa_seg.apis import evaluate, load_config
+from fsa_seg.apis.evaluate import setup_resume
+from fsa_seg.plugin.evaluation import PerClassIoUMetric
+from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
+                                   record_file)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 SIZES = [(48, 64), (40, 56), (48, 64), (56, 40), (48, 64), (44, 60), (48, 64), (52, 48)]
-
-
-def load_test_tool():
-    return load_tool("test")
 
 
 def tiny_options(tmp_path: Path, data_root: Path) -> dict:
@@ -67,7 +63,6 @@ class SlowTestHook(Hook):
 def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     write_voc(tmp_path / "voc", SIZES, seed=3)
     options = tiny_options(tmp_path, tmp_path / "voc")
-    tool = load_test_tool()
 
     # Every run is a separate process with the same thread count: the metric must be equal to the last
     # bit, and random tiny models give near-tied logits whose argmax follows the reduction order.
@@ -89,7 +84,7 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
     slow_cfg = tmp_path / "slow_voc21.py"
     slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
-                        "custom_imports = dict(imports=['fsa_seg', 'slow_hook'], allow_failed_imports=False)\n"
+                        "custom_imports = dict(imports=['fsa_seg.plugin', 'slow_hook'], allow_failed_imports=False)\n"
                         "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
     work = tmp_path / "killed"
     records = work / "per_image" / "rank0.jsonl"
@@ -129,21 +124,19 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
         np.testing.assert_array_equal(stored[key], clean_stored[key])
 
     # Resuming a finished run evaluates nothing and gives the same numbers again.
-    again = tool.run(CONFIG, options, str(work), resume=True)
+    again = evaluate(CONFIG, options, str(work), resume=True)
     assert {k: float(v) for k, v in again.items()} == clean_result["metrics"]
 
 
-def test_resume_refuses_records_of_another_config(tmp_path, capsys):
+def test_resume_refuses_records_of_another_config(tmp_path):
     write_voc(tmp_path / "voc", SIZES[:2])
     options = tiny_options(tmp_path, tmp_path / "voc")
-    tool = load_test_tool()
-    cfg = tool.load_config(CONFIG, options, str(tmp_path / "w"))
-    tool.setup_resume(cfg, resume=False)  # records prepared for top_p=0.45
-    code = tool.main([CONFIG, "--work-dir", str(tmp_path / "w"), "--resume",
-                      "--cfg-options", *as_cli({**options, "model.top_p": 0.3})])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
-    assert "cannot resume" in err[0] and "model.top_p" in err[0] and "without --resume" in err[0]
+    cfg = load_config(CONFIG, options, str(tmp_path / "w"))
+    setup_resume(cfg, resume=False)  # records prepared for top_p=0.45
+    with pytest.raises(ValueError, match="cannot resume") as err:
+        evaluate(CONFIG, {**options, "model.top_p": 0.3}, str(tmp_path / "w"), resume=True)
+    assert "model.top_p" in str(err.value) and "without --resume" in str(err.value) and "\n" not in str(err.value)
+
 
 
 def _voc_dataset_cfg(root: Path) -> dict:

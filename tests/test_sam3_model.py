@@ -1,4 +1,4 @@
-"""SAM3Segmentor internals on a tiny random SAM3 (CPU): the split forward, batching, the adapted encoder layer,
+"""SAM3SegModel internals on a tiny random SAM3 (CPU): the split forward, batching, the adapted encoder layer,
 presence pruning, the shared FSA core and the weight errors."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fsa_seg import fsa as fsa_core
-from fsa_seg.sam3 import SAM3Segmentor, decode
+from fsa_seg.sam3 import SAM3SegModel, decode
 from fsa_seg.sam3.feedback import Sam3FeedbackParams, feedback_logits, kept_prompts, sam3_feedback_attention
 from fsa_seg.sam3.loading import build_sam3, build_tokenizer
 from fsa_seg.weights import WeightsUnavailableError
@@ -22,10 +22,10 @@ def names_file(tmp_path_factory) -> str:
     return str(path)
 
 
-def make_segmentor(names_file: str, **kwargs) -> SAM3Segmentor:
+def make_segmentor(names_file: str, **kwargs) -> SAM3SegModel:
     torch.manual_seed(0)  # same random SAM3 for every variant
     kwargs.setdefault("presence_thd", 0.0)
-    return SAM3Segmentor(name_path=names_file, random_weights=True, device="cpu", **kwargs)
+    return SAM3SegModel(name_path=names_file, random_weights=True, device="cpu", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,8 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
 
 
-def scores_of(seg: SAM3Segmentor, images: torch.Tensor) -> torch.Tensor:
-    return seg._forward(images)
+def scores_of(seg: SAM3SegModel, images: torch.Tensor) -> torch.Tensor:
+    return torch.stack(seg.image_scores(list(images)))
 
 
 # -- the split forward ---------------------------------------------------------------------------------------
@@ -162,7 +162,8 @@ def test_segmentor_prunes_by_presence(names_file, images, monkeypatch):
 
 
 def test_fsa_core_is_shared(names_file, images, monkeypatch):
-    from fsa_seg.sam3 import feedback, segmentor
+    from fsa_seg.sam3 import feedback
+    from fsa_seg.sam3 import model as segmentor
 
     assert feedback.fsa_core is fsa_core and segmentor.fsa_core is fsa_core and decode.fsa_core is fsa_core
     calls = {"feedback_attention": 0, "ensemble_attend": 0}
@@ -197,7 +198,7 @@ def _offline(monkeypatch, tmp_path):
 def test_offline_hub_id_gives_clear_error(monkeypatch, tmp_path, names_file):
     _offline(monkeypatch, tmp_path)
     with pytest.raises(WeightsUnavailableError) as info:
-        SAM3Segmentor(name_path=names_file, checkpoint="facebook/sam3", device="cpu")
+        SAM3SegModel(name_path=names_file, checkpoint="facebook/sam3", device="cpu")
     text = str(info.value)
     for needed in ("huggingface.co/facebook/sam3", "huggingface-cli login", "HF_TOKEN", "model.checkpoint="):
         assert needed in text
@@ -206,7 +207,7 @@ def test_offline_hub_id_gives_clear_error(monkeypatch, tmp_path, names_file):
 def test_missing_local_folder_gives_clear_error(tmp_path, names_file):
     folder = str(tmp_path / "no" / "sam3")
     with pytest.raises(WeightsUnavailableError, match="local folder .*not found.*model.checkpoint="):
-        SAM3Segmentor(name_path=names_file, checkpoint=folder, device="cpu")
+        SAM3SegModel(name_path=names_file, checkpoint=folder, device="cpu")
 
 
 def test_gated_repo_gives_clear_error(monkeypatch, names_file):
@@ -217,4 +218,4 @@ def test_gated_repo_gives_clear_error(monkeypatch, names_file):
 
     monkeypatch.setattr(Sam3Model, "from_pretrained", gated)
     with pytest.raises(WeightsUnavailableError, match="gated.*accept the licence"):
-        SAM3Segmentor(name_path=names_file, checkpoint="facebook/sam3", device="cpu")
+        SAM3SegModel(name_path=names_file, checkpoint="facebook/sam3", device="cpu")

@@ -1,4 +1,4 @@
-"""SAM3Segmentor end to end through tools/test.py (mmengine Runner test loop) on a generated VOC-layout dataset.
+"""SAM3Segmentor end to end through the evaluation of tools/test.py (mmengine Runner test loop) on a generated VOC-layout dataset.
 
 Tiny random SAM3 on CPU: checks the pipeline (configs, data preprocessor, whole image and sliding window,
 FSA off/on), not accuracy.
@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fsa_seg.apis import evaluate
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,8 +56,6 @@ def names_file(tmp_path_factory) -> str:
     ("configs/fsa_sam3_voc21_output.py", {"model.slide_crop": 512, "model.slide_stride": 384}),
 ])
 def test_runner_test_loop(config, extra, voc_root, names_file, tmp_path):
-    import test as test_tool  # tools/test.py
-
     options = {
         "model.random_weights": True,
         "model.name_path": names_file,
@@ -67,9 +65,9 @@ def test_runner_test_loop(config, extra, voc_root, names_file, tmp_path):
         "test_dataloader.batch_size": 2,
         **extra,
     }
-    metrics = test_tool.run(os.path.join(REPO, config), options, work_dir=str(tmp_path))
+    metrics = evaluate(os.path.join(REPO, config), options, work_dir=str(tmp_path))
     assert "mIoU" in metrics and np.isfinite(metrics["aAcc"])
     with open(os.path.join(str(tmp_path), "results.json")) as f:
         model = json.load(f)["model"]
-    assert model["type"] == "SAM3Segmentor" and "clip_model" not in model  # the CLIP keys were deleted
+    assert model["type"] == "SAM3Segmentor" and "clip_model" not in model  # no CLIP keys
     assert model["fsa"] == ("fsa_" in os.path.basename(config))

@@ -7,19 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fsa_seg  # noqa: F401  (registers models, datasets, metric)
 from datagen import write_voc
-from fsa_seg.segmentor import FSAProxySegmentation, FSASegmentor
-from naive_fsa import naive_fsa
-from tooling import load_tool
+from fsa_seg.apis import evaluate
+from fsa_seg.clip_model import CLIPSegModel
+from fsa_seg.naive_fsa import naive_fsa
+from fsa_seg.plugin import FSAProxySegmentation, FSASegmentor
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VOC = REPO.parent / "shared" / "data" / "voc_mini"
 TINY = dict(clip_model="tiny-ViT-16", random_weights=True, cache_text=False, templates="single")
-
-
-def load_test_tool():
-    return load_tool("test")
 
 
 def tiny_options(data_root, **extra):
@@ -67,12 +63,13 @@ def test_proxyclip_block_matches_transcription_at_vit_b16_shape(use_fsa):
     # With FSA the comparison runs in float64: top-p pruning is a step function, and fp32 rounding differences
     # between two correct implementations can flip an entry at the boundary (see tests/test_fsa_core.py).
     torch.manual_seed(0)
-    model = FSASegmentor(name_path="voc21", clip_model="ViT-B-16", vfm="tiny-dino", fsa=use_fsa,
+    model = CLIPSegModel(name_path="voc21", clip_model="ViT-B-16", vfm="tiny-dino", fsa=use_fsa,
                          random_weights=True, cache_text=False, templates="single")
     dtype = torch.float64 if use_fsa else torch.float32
     model.to(dtype)
     crops = torch.randn(2, 3, 224, 224, dtype=dtype)
-    ours, grid = model.patch_logits(crops)
+    ours = model.patch_logits(crops)
+    grid = tuple(ours.shape[-2:])
     x, clip_grid = model.backbone.forward_to_last_block(crops)
     proxy = model.vfm(model._proxy_input(crops))
     a0, v, head, logits = naive_proxyclip(model.backbone.clip, x, clip_grid, proxy, model.text_embeddings)
@@ -88,20 +85,19 @@ def test_proxyclip_block_matches_transcription_at_vit_b16_shape(use_fsa):
 def test_fsa_changes_the_prediction():
     torch.manual_seed(0)
     kwargs = dict(name_path="voc21", vfm="tiny-dino", **TINY)
-    with_fsa, without = FSASegmentor(fsa=True, **kwargs), FSASegmentor(fsa=False, **kwargs)
+    with_fsa, without = CLIPSegModel(fsa=True, **kwargs), CLIPSegModel(fsa=False, **kwargs)
     without.load_state_dict(with_fsa.state_dict())
     crops = torch.randn(1, 3, 112, 112)
-    assert (with_fsa.patch_logits(crops)[0] - without.patch_logits(crops)[0]).abs().max() > 1e-4
+    assert (with_fsa.patch_logits(crops) - without.patch_logits(crops)).abs().max() > 1e-4
 
 
 # --- end to end ------------------------------------------------------------------------------------------
 def test_tools_test_end_to_end_on_generated_voc(tmp_path):
     write_voc(tmp_path / "voc", [(120, 160), (150, 100)])
-    tool = load_test_tool()
     work = tmp_path / "work"
     opts = tiny_options(tmp_path / "voc", **{"model.slide_crop": 112, "model.slide_stride": 56,
                                              "model.vfm": "tiny-dino"})
-    metrics = tool.run(str(REPO / "configs/fsa_proxy_sam_voc.py"), opts, str(work))
+    metrics = evaluate(str(REPO / "configs/fsa_proxy_sam_voc.py"), opts, str(work))
     result = json.loads((work / "results.json").read_text())
     assert set(metrics) >= {"aAcc", "mIoU", "mAcc"}
     assert result["metrics"]["mIoU"] == pytest.approx(float(metrics["mIoU"]))
@@ -112,9 +108,8 @@ def test_tools_test_end_to_end_on_generated_voc(tmp_path):
 
 @pytest.mark.skipif(not SHARED_VOC.is_dir(), reason="../shared/data/voc_mini not present")
 def test_tools_test_on_shared_voc_mini(tmp_path):
-    tool = load_test_tool()
     opts = tiny_options(SHARED_VOC, **{"model.vfm": "tiny-dino", "test_dataloader.dataset.indices": 3})
-    tool.run(str(REPO / "configs/fsa_proxy_sam_voc.py"), opts, str(tmp_path))
+    evaluate(str(REPO / "configs/fsa_proxy_sam_voc.py"), opts, str(tmp_path))
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["dataset"]["data_root"] == str(SHARED_VOC)
     assert result["metrics"]["aAcc"] > 0
@@ -156,9 +151,9 @@ def test_non_square_and_small_images(size):
 
 
 def test_sam_proxy_sees_the_crop_at_1024():
-    model = FSASegmentor(name_path="voc21", vfm="tiny-sam", slide_crop=0, **TINY)
-    logits, grid = model.patch_logits(torch.randn(1, 3, 96, 128))
-    assert grid == (64, 64) and logits.shape == (1, 46, 64, 64)  # N = 4096 tokens, as with SAM ViT-B
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-sam", slide_crop=0, **TINY)
+    logits = model.patch_logits(torch.randn(1, 3, 96, 128))
+    assert logits.shape[-2:] == (64, 64) and logits.shape == (1, 46, 64, 64)  # N = 4096 tokens, as with SAM ViT-B
 
 
 def test_whole_image_mode_matches_one_window():
@@ -166,7 +161,7 @@ def test_whole_image_mode_matches_one_window():
     model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=0, **TINY)
     image = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
     whole = model.predict(**_preprocess(model, [image]))[0].seg_logits.data
-    model.slide_crop, model.slide_stride = 256, 256  # one window covering the image
+    model.model.slide_crop, model.model.slide_stride = 256, 256  # one window covering the image
     window = model.predict(**_preprocess(model, [image]))[0].seg_logits.data
     torch.testing.assert_close(whole, window, rtol=0, atol=1e-6)
 
@@ -178,7 +173,7 @@ def test_background_threshold_sends_low_confidence_to_class_zero():
 
 
 def test_synonyms_take_the_max_over_their_queries():
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
     assert model.num_queries > model.num_classes == 21
     scores = torch.randn(model.num_queries, 4, 5)
     probs = model.class_probabilities(scores)
@@ -191,12 +186,12 @@ def test_released_class_name_and_keys_build():
     model = FSAProxySegmentation(clip_type=None, model_type="tiny-ViT-16", vfm_model="tiny-dino",
                                  name_path="voc21", random_weights=True, cache_text=False, templates="single",
                                  FSA=False)
-    assert model.fsa is None and model.base_method == "proxyclip"
+    assert model.model.fsa is None and model.model.base_method == "proxyclip"
 
 
 def test_text_embeddings_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("FSA_SEG_CACHE", str(tmp_path))
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
     templates = open_clip.OPENAI_IMAGENET_TEMPLATES[:2]
     first = model._text_embeddings(templates, cache_key="tiny|test")
     assert len(list(tmp_path.rglob("*.pt"))) == 1

@@ -1,4 +1,5 @@
-"""tools/sweep.py: every combination evaluated once, CSV/markdown/heat map outputs, dataset swapping."""
+"""Sweeps (fsa_seg.apis.sweep, tools/sweep.py): every combination evaluated once, CSV/markdown/heat map outputs,
+dataset swapping."""
 import csv
 import json
 from pathlib import Path
@@ -6,8 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from mmengine.config import DictAction
+
 from datagen import write_voc
-from tooling import load_tool
+from fsa_seg.apis import sweep
+from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
@@ -21,13 +25,20 @@ def tiny_cli(tmp_path: Path) -> list:
             "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0"]
 
 
+def tiny_options(tmp_path: Path) -> dict:
+    return {k: DictAction._parse_iterable(v) for k, v in (item.split("=", 1) for item in tiny_cli(tmp_path))}
+
+
 def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
-    sweep = load_tool("sweep")
     work = tmp_path / "sweep"
-    argv = [CONFIG, "--grid", "model.top_p=0.3,0.6", "--grid", "model.lamda=2,4", "--data-root",
-            f"voc21={tmp_path / 'voc'}", "--work-dir", str(work), "--cfg-options", *tiny_cli(tmp_path)]
-    assert sweep.main(argv) == 0
+    grid = sweep.parse_grid(["model.top_p=0.3,0.6", "model.lamda=2,4"])
+
+    def run():
+        return sweep.run_sweep(CONFIG, grid, data_roots={"voc21": str(tmp_path / "voc")},
+                               options=tiny_options(tmp_path), work_dir=str(work))
+
+    assert all(r.status == "ok" for r in run())
     out = capsys.readouterr().out
     for n, label in enumerate(["top_p=0.3 lamda=2", "top_p=0.3 lamda=4", "top_p=0.6 lamda=2",
                                "top_p=0.6 lamda=4"], 1):
@@ -50,7 +61,7 @@ def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
 
     # Run again: nothing is re-evaluated.
     stamps = {r["work_dir"]: (Path(r["work_dir"]) / "results.json").stat().st_mtime_ns for r in rows}
-    assert sweep.main(argv) == 0
+    assert all(r.status == "done before" for r in run())
     assert capsys.readouterr().out.count("done before") == 4
     rows2 = list(csv.DictReader(open(work / "sweep.csv")))
     assert [r["mIoU"] for r in rows2] == [r["mIoU"] for r in rows]
@@ -67,7 +78,6 @@ def _rows(grid, values):
 
 
 def test_plots_for_one_and_three_keys(tmp_path):
-    sweep = load_tool("sweep")
     one = [("model.top_p", [0.3, 0.45, 0.6])]
     assert sweep.plot_dataset(str(tmp_path / "one.png"), "voc21", one, _rows(one, [1.0, None, 3.0]))
     words = [("model.vfm", ["sam", "dino"])]
@@ -83,12 +93,11 @@ def test_plots_for_one_and_three_keys(tmp_path):
 
 
 def test_grid_parsing():
-    sweep = load_tool("sweep")
     assert sweep.parse_grid(["model.top_p=0.3,0.45", "model.fsa=True,False", "model.vfm=sam,None"]) == [
         ("model.top_p", [0.3, 0.45]), ("model.fsa", [True, False]), ("model.vfm", ["sam", None])]
     assert sweep.parse_grid(["model.pamr_dilations=[[8,16],[4]]"]) == [("model.pamr_dilations", [[8, 16], [4]])]
     for bad in (["model.top_p"], ["model.top_p="], ["model.top_p=0.3,,0.4"], ["a=1", "a=2"]):
-        with pytest.raises(sweep.UsageError):
+        with pytest.raises(sweep.SweepError):
             sweep.parse_grid(bad)
     assert sweep.combo_dirname({"model.top_p": 0.3, "test_dataloader.dataset.data_root": "/a b"}) == \
         "top_p=0.3__test_dataloader.dataset.data_root=-a-b"
@@ -102,11 +111,23 @@ def test_config_for_another_dataset():
     assert config_for_dataset(CONFIG, "voc21") == (CONFIG, {}, "same")
     path, options, how = config_for_dataset(str(REPO / "configs" / "fsa_proxy_sam_voc.py"), "context60")
     assert (Path(path).name, options, how) == ("fsa_proxy_sam_context60.py", {}, "sibling")
-    # No sibling: the dataset config + the model keys that are not the benchmark's.
+    # No sibling: the benchmark's default config + the model keys that are not the benchmark's.
     cfg = Config.fromfile(CONFIG)
     cfg.model.top_p = 0.3
     cfg.model.prob_thd = 0.9
+    cfg.model.base_method = "sclip"
     path, options, how = config_for_dataset("/elsewhere/my_voc21.py", "ade20k", cfg)
-    assert how == "dataset base" and path.endswith("configs/_base_/datasets/ade20k.py")
-    assert options["model.top_p"] == 0.3 and "model.prob_thd" not in options
+    assert how == "default config" and path.endswith("configs/fsa_proxy_sam_ade20k.py")
+    assert options == {"model.top_p": 0.3, "model.base_method": "sclip"}
     assert {"name_path", "prob_thd", "slide_crop", "slide_stride"} <= set(dataset_model_keys())
+
+
+def test_sweep_command_line(tmp_path):
+    """The tool's flags reach the sweep: one combination, outputs written, exit code 0; again: reused."""
+    write_voc(tmp_path / "voc", [(40, 56)])
+    argv = [CONFIG, "--grid", "model.top_p=0.3", "--data-root", f"voc21={tmp_path / 'voc'}", "--work-dir",
+            tmp_path / "w", "--cfg-options", *tiny_cli(tmp_path)]
+    done = run_tool("sweep", *argv)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[1/1] voc21 top_p=0.3 ..." in done.stdout and "sweep: 1/1 combinations evaluated" in done.stdout
+    assert (tmp_path / "w" / "sweep.csv").is_file() and (tmp_path / "w" / "voc21" / "top_p=0.3").is_dir()

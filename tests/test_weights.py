@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from fsa_seg.clip_backbone import create_clip
-from fsa_seg.segmentor_base import resolve_device_dtype
+from fsa_seg.open_vocab import resolve_device_dtype
 from fsa_seg.vfm import SAM_VIT_B_URL, build_vfm
 from fsa_seg.weights import WeightsUnavailableError
-from tooling import REPO, load_tool
+from tooling import REPO, run_tool
 
 
 def test_local_clip_checkpoint_loads_the_same_weights(tmp_path):
@@ -115,12 +115,12 @@ def test_precision_choice():
         resolve_device_dtype("fp8", "cpu")
 
 
-def test_tools_test_reports_bad_input_in_one_line(tmp_path, capsys):
-    tool = load_tool("test")
+def test_tools_test_reports_bad_input_in_one_line(tmp_path):
     config = str(REPO / "configs" / "fsa_proxy_sam_voc.py")
-    assert tool.main([str(tmp_path / "missing.py")]) == 2
-    assert tool.main([config, "--cfg-options", "model.topp=0.3"]) == 2
-    assert tool.main([config, "--cfg-options", f"test_dataloader.dataset.data_root={tmp_path / 'VOC'}"]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 3
-    assert "missing.py" in errors[0] and "top_p" in errors[1] and "data/README.md" in errors[2]
+    runs = [run_tool("test", tmp_path / "missing.py"),
+            run_tool("test", config, "--cfg-options", "model.topp=0.3"),
+            run_tool("test", config, "--cfg-options", f"test_dataloader.dataset.data_root={tmp_path / 'VOC'}")]
+    assert [r.returncode for r in runs] == [2, 2, 2]
+    errors = [[line for line in r.stderr.splitlines() if line.startswith("error:")] for r in runs]
+    assert [len(e) for e in errors] == [1, 1, 1], [r.stderr[-500:] for r in runs]
+    assert "missing.py" in errors[0][0] and "top_p" in errors[1][0] and "data/README.md" in errors[2][0]

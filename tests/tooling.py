@@ -1,16 +1,20 @@
-"""Load a script of tools/ as a module, for tests that call its functions in-process."""
-import importlib.util
+"""Run a command-line tool of tools/ as a user does (a subprocess), for the tests of flags and exit codes.
+
+The tools are thin front ends over the package (``fsa_seg.apis`` and friends), which the other tests call
+in-process; only what the command line adds (parsing, messages, exit codes) is tested through here.
+"""
+import os
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_tool(name: str) -> ModuleType:
-    """A fresh import of ``tools/<name>.py`` (registered in ``sys.modules``: dataclasses look it up)."""
-    spec = importlib.util.spec_from_file_location(f"fsa_tools_{name}_under_test", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def run_tool(name: str, *args: str, timeout: float = 600, env: dict = None) -> subprocess.CompletedProcess:
+    """``python tools/<name>.py ARGS`` from the repository root; text output captured."""
+    full_env = dict(os.environ, **(env or {}))
+    # The checkout under test first (it may not be the one installed in editable mode).
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)

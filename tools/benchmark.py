@@ -7,18 +7,18 @@
     python tools/benchmark.py --image generated                  # one 448x336 image end to end
     python tools/benchmark.py --image path/to/img.jpg --cfg-options model.vfm=dino
 
-Parts (see tools/benchmarks/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
+Parts (see fsa_seg/benchmarking/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
 with / without FSA), ``base`` / ``block_fsa`` (the last block without / with FSA), ``fsa`` (the FSA step
-alone, fsa_seg/fsa.py), ``naive`` (tests/naive_fsa.py, the released formulation), ``image`` (end to end
+alone, fsa_seg/fsa.py), ``naive`` (fsa_seg/naive_fsa.py, the released formulation), ``image`` (end to end
 per image with ``--image``). Models are built from ``--config`` with random weights at the real shapes;
 N is the number of proxy tokens (the VFM picks it in the whole-forward parts: 441 mae, 576 dinov2,
 1764 dino, 4096 sam at a 336 crop), C the number of queries.
 
 Method: every measurement runs in a fresh subprocess (``--in-process`` to share one): build, ``--warmup``
 untimed calls, ``--repeats`` timed calls (median, min, max, quartiles), then ``--mem-repeats`` calls for
-peak extra memory (tools/benchmarks/memory.py: CPU peak RSS growth with the kernel's VmHWM reset and the
+peak extra memory (fsa_seg/benchmarking/memory.py: CPU peak RSS growth with the kernel's VmHWM reset and the
 allocator settled; CUDA ``max_memory_allocated`` growth). Naive runs whose estimated peak
-(tools/benchmarks/estimates.py) exceeds ``--mem-budget-gb`` are skipped with the reason. On CUDA, ours
+(fsa_seg/benchmarking/estimates.py) exceeds ``--mem-budget-gb`` are skipped with the reason. On CUDA, ours
 runs in the config's precision (``auto``: fp16), the naive reference in fp32. Timings are printed and
 written (``WORK_DIR/benchmark.json``, ``WORK_DIR/benchmark.md``), never asserted.
 
@@ -29,317 +29,14 @@ leave the CPUs idle; the ``others`` column reports the cores other processes use
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-TOOLS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TOOLS_DIR.parent
-for _path in (str(REPO_ROOT), str(TOOLS_DIR)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from benchmarks import estimates, machine, memory, workloads  # noqa: E402
-
-ALL_PARTS = ("whole", "whole_base", "base", "block_fsa", "fsa", "naive")
-DEFAULT_N = (441, 576, 1764, 4096)
-DEFAULT_C = (21, 46, 171)
-# The released FSA-ProxyCLIP (SAM proxy, VOC21's 46 queries, fp32, 2-core CPU), from issue 4.
-RELEASED_REFERENCE = {
-    "image_448x336_s": 97.0,
-    "fsa_step": {(1764, 171): (5.5, 4.6e9), (4096, 46): (31.0, 8.4e9)},
-    "base_last_block_s": {1764: 0.17, 4096: 1.2},
-}
-MB = 1e6
+from fsa_seg.benchmarking.runner import ALL_PARTS, DEFAULT_C, DEFAULT_N, parse_ints, render, run_benchmark
+from fsa_seg.benchmarks import REPO_ROOT
 
 
-# ----------------------------------------------------------------------------------------------- worker
-def _quantile(sorted_values: List[float], q: float) -> float:
-    pos = (len(sorted_values) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
-def summarise_times(times: List[float]) -> Dict:
-    s = sorted(times)
-    return {"times_s": times, "median_s": _quantile(s, 0.5), "min_s": s[0], "max_s": s[-1],
-            "q1_s": _quantile(s, 0.25), "q3_s": _quantile(s, 0.75)}
-
-
-def run_measurement(spec: Dict) -> Dict:
-    """Set up one part, warm up, time it, measure its peak extra memory. Runs in the worker."""
-    import torch
-
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
-    result = dict(part=spec["part"], n=spec.get("n"), c=spec.get("c"), vfm=spec.get("vfm"),
-                  cfg_options=spec.get("cfg_options") or {}, load_before=list(os.getloadavg()))
-    fn, meta, device = workloads.setup(spec)
-    for _ in range(spec["warmup"]):
-        fn()
-    times, others, waited = [], [], 0.0
-    for _ in range(spec["repeats"]):
-        if spec.get("wait_quiet"):
-            waited += machine.wait_quiet(spec["wait_quiet"], window_s=0.5, windows=2)[1]
-        probe = machine.OtherLoad().start()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        others.append(probe.stop())
-    result.update(summarise_times(times))
-    known = [o for o in others if o is not None]
-    result.update(other_cores_each=others, other_cores=(sum(known) / len(known) if known else None),
-                  waited_quiet_s=round(waited, 1))
-    mems, how = [], None
-    for _ in range(spec["mem_repeats"]):
-        extra, how = memory.measure(fn, device)
-        if extra is not None:
-            mems.append(extra)
-    result.update(meta)
-    result.update(status="ok", device=str(device), threads=torch.get_num_threads(),
-                  extra_mem_bytes=(sorted(mems)[len(mems) // 2] if mems else None), mem_samples=mems,
-                  mem_method=how, load_after=list(os.getloadavg()))
-    return result
-
-
-def worker_main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    result = run_measurement(spec)
-    Path(spec["result_path"]).write_text(json.dumps(result))
-    return 0
-
-
-# ------------------------------------------------------------------------------------------- planning
-def parse_ints(text: str) -> List[int]:
-    return [int(x) for x in str(text).split(",") if x.strip()]
-
-
-def plan(args, cfg) -> List[Dict]:
-    """Measurements to run (or skip, with a reason), in order."""
-    crop = workloads.crop_size(cfg)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else []
-    unknown = sorted(set(parts) - set(ALL_PARTS))
-    if unknown:
-        raise ValueError(f"unknown part(s) {unknown}; choose from {list(ALL_PARTS)}")
-    pinned_vfm = (args.cfg_options or {}).get("model.vfm")
-    heads, head_dim = workloads.clip_heads(cfg.model.get("clip_model", "ViT-B-16"))
-    budget = args.mem_budget_bytes
-    jobs: List[Dict] = []
-    whole_done = set()
-    for n in args.n:
-        for c in args.c:
-            for part in parts:
-                job = dict(part=part, n=n, c=c)
-                if part in ("whole", "whole_base"):
-                    vfm = pinned_vfm or workloads.vfm_for_tokens(n, crop)
-                    if vfm is None:
-                        jobs.append(dict(job, status="skipped",
-                                         reason=f"no VFM gives N={n} at a {crop} crop (441 mae, 576 dinov2, "
-                                                f"1764 dino, 4096 sam)"))
-                        continue
-                    n_vfm = workloads.vfm_tokens(vfm, crop) or n
-                    if (part, vfm, c) in whole_done:
-                        continue
-                    whole_done.add((part, vfm, c))
-                    job.update(vfm=vfm, n=n_vfm)
-                if part == "naive":
-                    est = estimates.naive_fsa_bytes(n, c, heads, head_dim)
-                    job["estimate_bytes"] = est["peak"]
-                    if budget is not None and est["peak"] > budget:
-                        jobs.append(dict(job, status="skipped", reason=(
-                            f"naive estimate {est['peak'] / 1e9:.1f} GB ({est['phase']} phase; largest "
-                            f"temporary {est['largest_temporary'] / 1e9:.1f} GB, [N, N, C] fp32 "
-                            f"{est['kl_temporary'] / 1e9:.1f} GB) > budget {budget / 1e9:.1f} GB")))
-                        continue
-                if part == "fsa":
-                    job["estimate_bytes"] = estimates.ours_fsa_bytes(n, c, heads, head_dim)["peak"]
-                jobs.append(job)
-    if args.image:
-        size = tuple(int(x) for x in args.image_size.lower().split("x"))
-        jobs.append(dict(part="image", image=args.image, image_size=size,
-                         image_short_side=args.image_short_side))
-    return jobs
-
-
-def run_job(job: Dict, args) -> Dict:
-    if job.get("status") == "skipped":
-        return job
-    spec = dict(job, config=args.config, cfg_options=args.cfg_options or {}, overrides=args.overrides,
-                work_dir=str(args.work_dir), warmup=args.warmup, repeats=args.repeats,
-                mem_repeats=args.mem_repeats, threads=args.threads, real_weights=args.real_weights,
-                wait_quiet=args.wait_quiet)
-    if args.in_process:
-        try:
-            return dict(job, **run_measurement(spec))
-        except Exception as err:  # report and go on with the next measurement
-            return dict(job, status="failed", reason=f"{type(err).__name__}: {err}")
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
-        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec["result_path"] = str(result_path)
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", str(spec_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, cwd=REPO_ROOT)
-        except subprocess.TimeoutExpired:
-            return dict(job, status="failed", reason=f"timed out after {args.timeout} s")
-        if proc.returncode == 0 and result_path.is_file():
-            return dict(job, **json.loads(result_path.read_text()))
-        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
-        why = ("killed by the kernel (out of memory?)" if proc.returncode in (-9, 137)
-               else f"exit {proc.returncode}: {' | '.join(tail)}")
-        return dict(job, status="failed", reason=why)
-
-
-# ------------------------------------------------------------------------------------------ reporting
-def _fmt_s(x: Optional[float]) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
-
-
-def _fmt_mb(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x / MB:,.0f}"
-
-
-def _fmt_ratio(x: Optional[float], pct: bool = False) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.1f}%" if pct else f"{x:.1f}x"
-
-
-def _options(r: Dict) -> str:
-    opts = r.get("cfg_options") or {}
-    return " ".join(f"{k}={v}" for k, v in opts.items()) or "-"
-
-
-def _find(results: List[Dict], part: str, n: int, c: int) -> Optional[Dict]:
-    for r in results:
-        if r.get("part") == part and r.get("n") == n and r.get("c") == c and r.get("status") == "ok":
-            return r
-    return None
-
-
-def ratios(results: List[Dict]) -> List[Dict]:
-    keys = []
-    for r in results:
-        if r.get("part") != "image" and (r.get("n"), r.get("c")) not in keys:
-            keys.append((r.get("n"), r.get("c")))
-    rows = []
-    for n, c in keys:
-        ours, naive = _find(results, "fsa", n, c), _find(results, "naive", n, c)
-        whole, whole_base = _find(results, "whole", n, c), _find(results, "whole_base", n, c)
-        base, block = _find(results, "base", n, c), _find(results, "block_fsa", n, c)
-        row = dict(n=n, c=c)
-        t = lambda r: r["median_s"] if r else None  # noqa: E731
-        m = lambda r: r.get("extra_mem_bytes") if r else None  # noqa: E731
-        row.update(fsa_s=t(ours), naive_s=t(naive), fsa_mem=m(ours), naive_mem=m(naive),
-                   whole_s=t(whole), whole_base_s=t(whole_base), base_s=t(base), block_fsa_s=t(block))
-        if ours and naive:
-            row["speedup"] = naive["median_s"] / ours["median_s"]
-            if m(ours) and m(naive):
-                row["mem_ratio"] = m(naive) / m(ours)
-        if ours and whole:
-            row["fsa_share_of_whole"] = ours["median_s"] / whole["median_s"]
-        if whole and whole_base:
-            row["fsa_added_whole"] = whole["median_s"] / whole_base["median_s"] - 1.0
-        if base and block and whole_base:
-            row["fsa_added_block"] = (block["median_s"] - base["median_s"]) / whole_base["median_s"]
-        if len(row) > 2 and any(v is not None for k, v in row.items() if k not in ("n", "c")):
-            rows.append(row)
-    return rows
-
-
-def markdown(report: Dict) -> str:
-    meta, results = report["meta"], report["results"]
-    out = ["# FSA benchmark\n",
-           f"{meta['device_name']}; torch {meta['torch']}, {meta['threads']} threads; ours in {meta['ours_dtype']}, "
-           f"naive in float32; config `{meta['config']}` {meta['cfg_options'] or ''}; random weights; "
-           f"{meta['repeats']} timed repeats after {meta['warmup']} warm-up; memory: {meta['mem_method']}; "
-           f"budget for the naive run {meta['mem_budget_gb']} GB; {meta['date']}. "
-           f"`others` = cores used by other processes during the timed repeats (0 = quiet machine).\n",
-           f"Command: `{meta['command']}`\n"]
-    grid = [r for r in results if r.get("part") != "image"]
-    if grid:
-        out += ["## Measurements\n",
-                "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
-                "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
-        for r in grid:
-            if r.get("status") == "ok":
-                spread = f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])}"
-                load = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
-                out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | {_fmt_s(r['median_s'])} "
-                           f"| {spread} | {_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_mb(r.get('estimate_bytes'))} "
-                           f"| {load} | |")
-            else:
-                out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | - | - | - | "
-                           f"{_fmt_mb(r.get('estimate_bytes'))} | - | {r['status']}: {r.get('reason', '')} |")
-        busy = [r for r in grid if (r.get("other_cores") or 0) > 0.25]
-        if busy:
-            out.append(f"\n{len(busy)} row(s) ran while other processes used more than a quarter of a core: "
-                       f"their timings are inflated (2 busy threads wait for each other).")
-        rows = ratios(results)
-        if rows:
-            out += ["\n## Ratios\n",
-                    "FSA = `fsa` part (fsa_seg/fsa.py), naive = tests/naive_fsa.py (released formulation); "
-                    "FSA share = FSA step / whole per-crop forward with FSA; FSA added (block) = (last block with "
-                    "FSA - last block without) / whole forward without FSA; FSA added (whole) = the same from the "
-                    "two whole forwards (noisy: two seconds-long runs in separate processes, whose difference is "
-                    "a few percent of either).\n",
-                    "| N | C | FSA s | naive s | speed-up | FSA MB | naive MB | memory ratio | whole s | "
-                    "whole w/o FSA s | FSA share | FSA added (block) | FSA added (whole) |",
-                    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for r in rows:
-                out.append(f"| {r['n']} | {r['c']} | {_fmt_s(r['fsa_s'])} | {_fmt_s(r['naive_s'])} | "
-                           f"{_fmt_ratio(r.get('speedup'))} | {_fmt_mb(r['fsa_mem'])} | {_fmt_mb(r['naive_mem'])} | "
-                           f"{_fmt_ratio(r.get('mem_ratio'))} | {_fmt_s(r['whole_s'])} | {_fmt_s(r['whole_base_s'])} | "
-                           f"{_fmt_ratio(r.get('fsa_share_of_whole'), True)} | "
-                           f"{_fmt_ratio(r.get('fsa_added_block'), True)} | "
-                           f"{_fmt_ratio(r.get('fsa_added_whole'), True)} |")
-    images = [r for r in results if r.get("part") == "image"]
-    if images:
-        out += ["\n## Per image (end to end)\n",
-                "| image | size (W x H) | options | VFM | N | queries | crops | median s | min-max s | extra MB | "
-                "others | released |",
-                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in images:
-            if r.get("status") != "ok":
-                out.append(f"| {r.get('image')} | - | {_options(r)} | - | - | - | - | - | - | - | - | "
-                           f"{r['status']}: {r.get('reason')} |")
-                continue
-            released = (f"{RELEASED_REFERENCE['image_448x336_s']:.0f} s (SAM, 46 queries, 448x336)"
-                        if (r["width"], r["height"]) == (448, 336) else "-")
-            others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
-            out.append(f"| {r['image']} | {r['width']} x {r['height']} | {_options(r)} | {r.get('vfm')} | "
-                       f"{r.get('n')} | {r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
-                       f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_mb(r.get('extra_mem_bytes'))} | "
-                       f"{others} | {released} |")
-    return "\n".join(out) + "\n"
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} logical CPUs)"
-
-
-# ------------------------------------------------------------------------------------------------ CLI
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
 
@@ -381,124 +78,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv[:1] == ["--_worker"]:
-        return worker_main(argv[1])
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.render:
         return render(args)
+    from mmengine.config import Config
+
     if not os.path.isfile(args.config) and (REPO_ROOT / args.config).is_file():
         args.config = str(REPO_ROOT / args.config)
     args.config = os.path.abspath(args.config)
-    args.work_dir = Path(args.work_dir).resolve()
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    cfg = workloads.load_config(args.config, args.cfg_options)
-    args.overrides = {}
-    if args.device:
-        args.overrides["device"] = args.device
-    if args.precision:
-        args.overrides["precision"] = args.precision
-    device = args.device or cfg.model.get("device") or ("cuda" if _cuda_available() else "cpu")
-    if args.mem_budget_gb is not None:
-        args.mem_budget_bytes = int(args.mem_budget_gb * 1e9)
-    else:
-        avail = memory.available_bytes(_torch_device(device) if device.startswith("cuda") else None)
-        args.mem_budget_bytes = int(0.9 * avail) if avail else None
-    precision = args.precision or cfg.model.get("precision", "auto")
-    ours_dtype = precision if precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
-    jobs = plan(args, cfg)
-    import torch
-
-    meta = dict(command="python tools/benchmark.py " + " ".join(argv), config=_display_path(args.config),
-                cfg_options=args.cfg_options, device=device, device_name=_device_name(device),
-                torch=torch.__version__, threads=args.threads or torch.get_num_threads(), ours_dtype=ours_dtype,
-                repeats=args.repeats, warmup=args.warmup, mem_repeats=args.mem_repeats,
-                mem_budget_gb=(round(args.mem_budget_bytes / 1e9, 1) if args.mem_budget_bytes else None),
-                mem_method=("torch.cuda.max_memory_allocated delta" if device.startswith("cuda") else
-                            "peak RSS growth (VmHWM reset, allocator settled)"),
-                isolation="in-process" if args.in_process else "one subprocess per measurement",
-                date=time.strftime("%Y-%m-%d %H:%M:%S"), load_start=list(os.getloadavg()),
-                released_reference=dict(image_448x336_s=RELEASED_REFERENCE["image_448x336_s"]))
-    results = []
-    print(f"{len(jobs)} measurement(s) on {meta['device_name']} ({ours_dtype}); work dir {args.work_dir}", flush=True)
-    for job in jobs:
-        label = f"{job['part']:<10} N={job.get('n')!s:<5} C={job.get('c')!s:<4}"
-        if job["part"] == "image":
-            label = f"image      {job.get('image')}"
-        print(f"  {label} ...", end="", flush=True)
-        res = run_job(job, args)
-        results.append(res)
-        if res.get("status") == "ok":
-            mem, others = res.get("extra_mem_bytes"), res.get("other_cores")
-            mem_text = "-" if mem is None else f"{mem / MB:,.0f} MB"
-            others_text = "-" if others is None else f"{others:.2f}"
-            print(f" {res['median_s']:.3f} s (min {res['min_s']:.3f}, max {res['max_s']:.3f}), extra {mem_text}, "
-                  f"other processes used {others_text} cores", flush=True)
-        else:
-            print(f" {res['status']}: {res.get('reason')}", flush=True)
-        _write(args, meta, results, quiet=True)
-    report = _write(args, meta, results)
-    rows = report["ratios"]
-    for r in rows:
-        bits = []
-        if r.get("speedup"):
-            bits.append(f"ours/naive time {1 / r['speedup']:.4f} ({r['speedup']:.1f}x faster)")
-        if r.get("mem_ratio"):
-            bits.append(f"ours/naive memory {1 / r['mem_ratio']:.4f} ({r['mem_ratio']:.1f}x less)")
-        if r.get("fsa_share_of_whole") is not None:
-            bits.append(f"FSA/whole-forward {100 * r['fsa_share_of_whole']:.1f}%")
-        if r.get("fsa_added_block") is not None:
-            bits.append(f"FSA adds {100 * r['fsa_added_block']:.1f}% (block)")
-        if r.get("fsa_added_whole") is not None:
-            bits.append(f"{100 * r['fsa_added_whole']:.1f}% (whole)")
-        if bits:
-            print(f"N={r['n']} C={r['c']}: " + "; ".join(bits))
-    return 0
-
-
-def _write(args, meta, results, quiet: bool = False) -> Dict:
-    report = dict(meta=meta, results=results, ratios=ratios(results))
-    json_path, md_path = args.work_dir / f"{args.name}.json", args.work_dir / f"{args.name}.md"
-    json_path.write_text(json.dumps(report, indent=2, default=str))
-    text = markdown(report)
-    md_path.write_text(text)
-    if not quiet:
-        print("\n" + text)
-        print(f"written: {json_path}, {md_path}")
-    return report
-
-
-def render(args) -> int:
-    """Merge saved reports (e.g. the grid and the per-image runs) into one JSON + markdown."""
-    reports = [json.loads(Path(p).read_text()) for p in args.render]
-    meta = dict(reports[0]["meta"])
-    meta["command"] = " ; ".join(r["meta"]["command"] for r in reports)
-    results = [dict(res, cfg_options=res.get("cfg_options", r["meta"].get("cfg_options") or {}))
-               for r in reports for res in r["results"]]
-    args.work_dir = Path(args.work_dir)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    _write(args, meta, results)
-    return 0
-
-
-def _display_path(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return path
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _torch_device(name: str):
-    import torch
-
-    return torch.device(name)
+    if not os.path.isfile(args.config):
+        print(f"error: config file '{args.config}' not found", file=sys.stderr)
+        return 2
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options or {})
+    return run_benchmark(args, cfg.model.to_dict(), "python tools/benchmark.py " + " ".join(argv))
 
 
 if __name__ == "__main__":

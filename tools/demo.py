@@ -33,60 +33,16 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+import numpy as np
+from mmengine.config import DictAction
 
-import numpy as np  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+from fsa_seg.apis.config import ConfigKeyError
+from fsa_seg.apis.inference import init_segmentor, parse_classes, read_image, segment_image, write_class_file
+from fsa_seg.benchmarks import CONFIG_DIR
+from fsa_seg.weights import WeightsUnavailableError
 
 EXIT_USAGE = 2
-DEFAULT_CONFIG = osp.join(REPO_ROOT, "configs", "fsa_proxy_sam_voc21.py")
-
-
-class UsageError(Exception):
-    """Bad input; the message says what to fix."""
-
-
-def parse_classes(text: str) -> List[List[str]]:
-    """``"cat,kitten; dog"`` -> ``[['cat', 'kitten'], ['dog']]``."""
-    if not text or not text.strip() or not any(c.strip(" ,") for c in text.split(";")):
-        raise UsageError('--classes is empty: give class names separated by ";" (synonyms by ","), '
-                         'e.g. --classes "cat,kitten; dog; grass"')
-    classes = []
-    for i, part in enumerate(text.split(";"), 1):
-        if not part.strip():
-            if i == len(text.split(";")):
-                continue  # a trailing ";"
-            raise UsageError(f'--classes: class {i} is empty (check for doubled ";")')
-        words = [w.strip() for w in part.split(",")]
-        if any(not w for w in words):
-            raise UsageError(f'--classes: class {i} ("{part.strip()}") has an empty synonym (check for doubled '
-                             f'or trailing ",")')
-        classes.append(words)
-    return classes
-
-
-def read_image(path: str) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` of any image PIL reads (EXIF rotation applied); ``UsageError`` if unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not osp.isfile(path):
-        raise UsageError(f"image '{path}' not found")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        reason = "not an image file" if isinstance(err, UnidentifiedImageError) else str(err) or type(err).__name__
-        raise UsageError(f"cannot read image '{path}': {reason}") from None
-    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise UsageError(f"cannot read image '{path}': empty image")
-    return array
+DEFAULT_CONFIG = str(CONFIG_DIR / "fsa_proxy_sam_voc21.py")
 
 
 def palette(n: int) -> np.ndarray:
@@ -100,56 +56,6 @@ def palette(n: int) -> np.ndarray:
     else:
         colors = matplotlib.colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
     return (colors * 255).round().astype(np.uint8)
-
-
-def write_class_file(classes: List[List[str]], path: str) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join("; ".join(words) + "\n" for words in classes))
-    return path
-
-
-def build_model(config: str, options: dict):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fsa_tools_test_for_demo", osp.join(REPO_ROOT, "tools", "test.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    import fsa_seg  # noqa: F401  (registers the model)
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    cfg = tool.load_config(config, options)
-    try:
-        tool.check_options(cfg, options)
-    except KeyError as err:
-        raise UsageError(err.args[0]) from None
-    init_default_scope(cfg.get("default_scope", "mmseg"))
-    model = MODELS.build(cfg.model)
-    model.eval()
-    return cfg, model
-
-
-def segment(cfg, model, rgb: np.ndarray) -> np.ndarray:
-    """Label map ``[H, W]`` (int) of an RGB image at its own size, through the config's test resize."""
-    import copy
-
-    import torch
-    from mmcv.transforms import Compose
-
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.get("pipeline") or cfg.get("test_pipeline"))
-    steps = [s for s in steps if s.get("type") != "LoadAnnotations"]
-    steps[0] = dict(type="LoadImageFromNDArray")
-    data = Compose(steps)(dict(img=np.ascontiguousarray(rgb[:, :, ::-1])))  # the pipeline works in BGR
-    with torch.no_grad():
-        sample = model.test_step(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]))[0]
-    return sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
-
-
-def shares(labels: np.ndarray, classes: List[List[str]]) -> List[dict]:
-    counts = np.bincount(labels.ravel(), minlength=len(classes))[: len(classes)]
-    total = int(labels.size)
-    return [{"id": i, "class": words[0], "synonyms": words, "pixels": int(counts[i]),
-             "share": round(100.0 * int(counts[i]) / total, 2)} for i, words in enumerate(classes)]
 
 
 def write_outputs(out_dir: str, stem: str, rgb: np.ndarray, labels: np.ndarray, table: List[dict],
@@ -205,28 +111,28 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    from fsa_seg.weights import WeightsUnavailableError
-
     try:
         classes = parse_classes(args.classes)
         if not 0.0 <= args.opacity <= 1.0:
-            raise UsageError(f"--opacity {args.opacity}: use a value between 0 and 1")
+            raise ValueError(f"--opacity {args.opacity}: use a value between 0 and 1")
         rgb = read_image(args.image)
         if not osp.isfile(args.config):
-            raise UsageError(f"config file '{args.config}' not found (see configs/)")
+            raise ValueError(f"config file '{args.config}' not found (see configs/)")
         os.makedirs(args.out, exist_ok=True)
-        class_file = write_class_file(classes, osp.join(args.out, "classes.txt"))
         options = {"model.prob_thd": 0.0}
         options.update(args.cfg_options)
-        options["model.name_path"] = class_file
-        cfg, model = build_model(args.config, options)
-    except (UsageError, FileNotFoundError, ValueError, WeightsUnavailableError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        options["model.name_path"] = write_class_file(classes, osp.join(args.out, "classes.txt"))
+        model = init_segmentor(args.config, options)
+    except (ValueError, FileNotFoundError, ConfigKeyError, WeightsUnavailableError) as err:
+        message = str(err)
+        if message.startswith(("the class list", "class ")):
+            message = f"--classes: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    labels = segment(cfg, model, rgb)
-    table = shares(labels, classes)
+    result = segment_image(model, rgb)
+    table = result.shares()
     stem = osp.splitext(osp.basename(args.image))[0]
-    paths = write_outputs(args.out, stem, rgb, labels, table, args.opacity,
+    paths = write_outputs(args.out, stem, rgb, result.labels, table, args.opacity,
                           dict(image=osp.abspath(args.image), config=args.config,
                                cfg_options={k: v for k, v in options.items()}))
     width = max(len(r["class"]) for r in table)

@@ -1,5 +1,6 @@
-# Runtime shared by every fsa-seg config: evaluation only (training-free), mmseg scope, plugin import.
-custom_imports = dict(imports=['fsa_seg'], allow_failed_imports=False)
+# Runtime shared by every fsa-seg config: evaluation only (training-free), mmseg scope, and the plugin import
+# that registers fsa-seg's segmentors, datasets and metric. (The evaluator is the dataset base's.)
+custom_imports = dict(imports=['fsa_seg.plugin'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
 env_cfg = dict(
@@ -15,7 +16,6 @@ load_from = None
 resume = False
 
 test_cfg = dict(type='TestLoop')
-test_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),

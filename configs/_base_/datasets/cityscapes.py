@@ -1,16 +1,7 @@
 # Cityscapes val (500 images), 19 classes, masks from
 # tools/dataset_converters/cityscapes.py (*_gtFine_labelTrainIds.png).
-# Values follow the released FSA evaluation config of this benchmark.
-_base_ = ['../models/fsa_segmentor.py']
-
-model = dict(
-    name_path='cityscapes',
-    prob_thd=0.0,
-    # Released: a smaller sliding window for Cityscapes.
-    slide_crop=224,
-    slide_stride=80,
-)
-
+# The dataset only: the model and the per-benchmark model keys come from a model base and a protocol
+# base (configs/_base_/models/, configs/_base_/protocols/), composed by each config.
 dataset_type = 'CityscapesDataset'
 # Relative to the working directory (the repository root): see data/README.md, or override
 # with --cfg-options test_dataloader.dataset.data_root=/path/to/cityscapes
@@ -19,7 +10,7 @@ data_root = 'data/cityscapes'
 test_pipeline = [
     # color_type='color' decodes grayscale, palette and RGBA images as 3-channel BGR.
     dict(type='LoadImageFromFile', color_type='color'),
-    # Short side to 448 (long side at most 2048), aspect ratio kept.
+    # Short side to 448 (long side at most 2048), aspect ratio kept: the released FSA protocol's resize.
     dict(type='Resize', scale=(2048, 448), keep_ratio=True),
     # After Resize, so the ground truth keeps its original size for evaluation.
     dict(type='LoadAnnotations'),

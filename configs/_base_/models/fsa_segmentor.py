@@ -1,6 +1,6 @@
-# The FSA segmentor with the released defaults (FSA-ProxyCLIP, OpenAI ViT-B/16, SAM proxy).
+# The FSA segmentor with the released defaults (FSA-ProxyCLIP, OpenAI ViT-B/16, SAM proxy). The per-benchmark
+# keys (name_path, prob_thd, window, logit scale) come from the protocol base a config composes with it.
 # Every key can be overridden with --cfg-options model.KEY=VALUE.
-_base_ = ['../default_runtime.py']
 
 model = dict(
     type='FSASegmentor',

@@ -1,10 +1,8 @@
-# SAM3 (+ FSA) segmentor defaults, used by configs/sam3_*.py and configs/fsa_sam3_*.py. Those configs inherit
-# a dataset config (which carries the CLIP segmentor) and replace its model with
-#     model = dict(_base_.sam3_model, _delete_=True, name_path=..., prob_thd=...)
-# The names are sam3_* and not model: a config cannot inherit the same key from two bases.
+# The SAM3 (+ FSA) segmentor with its defaults, used by configs/sam3_*.py and configs/fsa_sam3_*.py (with a
+# dataset base and the sam3 protocol base of the benchmark: class names, background threshold, resize).
 # Every key can be overridden with --cfg-options model.KEY=VALUE.
 
-sam3_model = dict(
+model = dict(
     type='SAM3Segmentor',
     # Hub id (gated: accept the licence on https://huggingface.co/facebook/sam3 and log in) or a local folder.
     checkpoint='facebook/sam3',
@@ -43,13 +41,3 @@ sam3_model = dict(
     random_weights=False,
     sam3_config=None,
 )
-
-# SAM3 sees 1008 x 1008 pixels: the images are resized so the short side is 1008 (long side <= 2048) instead
-# of the CLIP protocol's 336/448; the ground truth keeps its original size.
-sam3_resize = dict(type='Resize', scale=(2048, 1008), keep_ratio=True)
-
-# Background threshold for the benchmarks with a background class: SAM3's own binarisation threshold for
-# its semantic maps (Sam3ImageProcessor.post_process_semantic_segmentation); untuned.
-sam3_background_thd = 0.5
-
-sam3_custom_imports = dict(imports=['fsa_seg', 'fsa_seg.sam3'], allow_failed_imports=False)

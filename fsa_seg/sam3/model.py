@@ -1,4 +1,6 @@
-"""``SAM3Segmentor``: training-free open-vocabulary semantic segmentation with SAM3, optionally with FSA.
+"""``SAM3SegModel``: training-free open-vocabulary semantic segmentation with SAM3, optionally with FSA.
+
+Plain torch and transformers (no mmseg); the mmseg segmentor ``SAM3Segmentor`` (``fsa_seg.plugin``) wraps it.
 
 SAM3 (Meta, 2025) segments every instance of a text concept and scores, with its presence head, whether the
 concept is in the image. Per crop: the vision backbone runs once; every class prompt is decoded against the
@@ -15,11 +17,10 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
-from mmseg.registry import MODELS
 from torch import Tensor
 
 from .. import fsa as fsa_core
-from ..segmentor_base import OpenVocabSegmentor
+from ..open_vocab import OpenVocabModel
 from . import decode
 from .feedback import Sam3FeedbackParams, propagate_scores, sam3_feedback_attention, token_grid_scores
 from .loading import HUB_ID, build_sam3, build_tokenizer
@@ -32,11 +33,11 @@ SCORE_SOURCES = ("semantic", "instances", "both")
 FSA_MODES = ("attention", "output")
 
 
-@MODELS.register_module()
-class SAM3Segmentor(OpenVocabSegmentor):
-    """SAM3 (+ FSA) as an mmseg segmentor.
+class SAM3SegModel(OpenVocabModel):
+    """SAM3 (+ FSA) as an open-vocabulary segmentation model.
 
-    Args (beyond :class:`OpenVocabSegmentor`'s; its ``logit_scale`` is unused, SAM3 scores are probabilities):
+    Args (beyond :class:`~fsa_seg.open_vocab.OpenVocabModel`'s; its ``logit_scale`` is unused: SAM3 scores
+    are probabilities):
         checkpoint: hub id (``facebook/sam3``, gated) or a local folder with the SAM3 weights.
         random_weights / sam3_config: random weights (pipeline checks only) with the tiny test config, or
             ``Sam3Config(**sam3_config)`` (``dict()`` = SAM3's full architecture).
@@ -49,19 +50,18 @@ class SAM3Segmentor(OpenVocabSegmentor):
         fsa_batch_size: prompts per re-run of the adapted layer (each holds ``heads x N x N`` attention).
     """
 
+    pixel_mean = SAM3_MEAN
+    pixel_std = SAM3_STD
+
     def __init__(self, name_path: str, checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
                  sam3_config: Optional[dict] = None, score_source: str = "semantic", both_reduce: str = "mean",
                  presence_weighting: bool = True, query_batch_size: int = 16, fsa: bool = False,
                  fsa_mode: str = "attention", presence_pruning: bool = True, presence_thd: float = 0.5,
                  isolation: bool = True, feedback_scale: float = 10.0, isolation_scale: float = 10.0,
                  top_p: float = 0.45, lamda: float = 3.0, fsa_batch_size: int = 4, slide_crop: int = 0,
-                 slide_stride: int = 672, crop_batch_size: int = 1, data_preprocessor: Optional[dict] = None,
-                 **kwargs) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = dict(type="mmseg.FSASegDataPreProcessor", mean=list(SAM3_MEAN), std=list(SAM3_STD),
-                                     bgr_to_rgb=True)
+                 slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
         super().__init__(name_path=name_path, slide_crop=slide_crop, slide_stride=slide_stride,
-                         crop_batch_size=crop_batch_size, data_preprocessor=data_preprocessor, **kwargs)
+                         crop_batch_size=crop_batch_size, **kwargs)
         if score_source not in SCORE_SOURCES:
             raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got '{score_source}'")
         if both_reduce not in ("mean", "max"):
@@ -85,9 +85,12 @@ class SAM3Segmentor(OpenVocabSegmentor):
 
         self.sam3 = build_sam3(checkpoint, random_weights, sam3_config, self.run_dtype).to(self.run_device)
         self.image_size = int(self.sam3.config.vision_config.backbone_config.image_size)
-        tokenize = build_tokenizer(checkpoint, random_weights)
-        ids, mask = tokenize(list(self.query_words))
-        # Prompt features are computed once; every crop reuses them.
+        self._tokenize = build_tokenizer(checkpoint, random_weights)
+        self.encode_queries()
+
+    def encode_queries(self) -> None:
+        """Prompt features, computed once: every crop reuses them."""
+        ids, mask = self._tokenize(list(self.query_words))
         self.register_buffer("text_features", self._encode_text(ids, mask), persistent=False)
         self.register_buffer("text_mask", mask.bool().to(self.run_device), persistent=False)
 
@@ -98,7 +101,7 @@ class SAM3Segmentor(OpenVocabSegmentor):
                   for i in range(0, ids.shape[0], self.query_batch_size)]
         return torch.cat(chunks)
 
-    # -- OpenVocabSegmentor --------------------------------------------------------------------------
+    # -- OpenVocabModel --------------------------------------------------------------------------------
     def crop_scores(self, crops: Tensor) -> Tensor:
         """Per-prompt probabilities ``[n, Q, h, w]`` of SAM3-normalised crops ``[n, 3, h, w]``."""
         vision = decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size))

@@ -1,6 +1,6 @@
 """Peak extra memory of the FSA step, estimated from the shapes (before running it).
 
-``naive_fsa_bytes`` follows tests/naive_fsa.py (the released formulation) temporary by temporary and takes
+``naive_fsa_bytes`` follows fsa_seg/naive_fsa.py (the released formulation) temporary by temporary and takes
 the largest of its three phases; the benchmark skips the naive run when the estimate exceeds the memory
 budget, and records estimate and measurement side by side so the model can be checked.
 """

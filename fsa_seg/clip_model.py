@@ -1,31 +1,35 @@
-"""The CLIP segmentor: a base method's last block, optionally with FSA, on an open_clip ViT.
+"""The CLIP segmentation model: a base method's last block, optionally with FSA, on an open_clip ViT.
 
-``FSASegmentor`` is registered in mmseg's MODELS; the released class name ``FSAProxySegmentation`` is
-registered too and accepts the released configs' keys.
+Plain torch (open_clip, timm, segment-anything; no mmseg). The mmseg segmentor ``FSASegmentor``
+(``fsa_seg.plugin``) wraps it. A crop is scored in two stages so that work can be shared and inspected:
+
+* :meth:`CLIPSegModel.crop_features` - the expensive part that no FSA or last-block setting changes:
+  CLIP up to (not through) its last block, and the proxy model's features;
+* :meth:`CLIPSegModel.logits_from_features` - the base method's last block, FSA, the logits head.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from mmseg.registry import MODELS
 from torch import Tensor
 
 from .clip_backbone import CLIPBackbone, create_clip
-from .fsa import FeedbackSelfAdaptiveAttention, attend, merge_heads
-from .last_block import build_last_block
+from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
+from .last_block import LastBlockAttention, build_last_block
+from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel
 from .pamr import PAMR
-from .segmentor_base import CLIP_MEAN, CLIP_STD, OpenVocabSegmentor, lcm
 from .vfm import build_vfm
 
 # ImageNet statistics in 0..1, used by the proxy VFMs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 # Prompt template sets: the 80 ImageNet templates of CLIP (the papers' protocol), or one (fast checks).
 PROMPT_TEMPLATES = {
@@ -39,11 +43,27 @@ def _text_cache_path(key: str) -> str:
     return os.path.join(root, "text_embeddings", hashlib.sha256(key.encode()).hexdigest()[:24] + ".pt")
 
 
-@MODELS.register_module()
-class FSASegmentor(OpenVocabSegmentor):
+def lcm(*values: int) -> int:
+    out = 1
+    for v in values:
+        out = out * v // math.gcd(out, v)
+    return out
+
+
+@dataclass
+class CropFeatures:
+    """What the last block needs from a batch of crops: the tokens entering CLIP's last block
+    ``[n, 1 + h*w, D]``, their patch grid ``(h, w)`` and the proxy features ``[n, C, H, W]`` (or None)."""
+
+    tokens: Tensor
+    grid: Tuple[int, int]
+    proxy: Optional[Tensor]
+
+
+class CLIPSegModel(OpenVocabModel):
     """Training-free open-vocabulary segmentation with CLIP, a base method and (optionally) FSA.
 
-    Args (beyond :class:`OpenVocabSegmentor`'s):
+    Args (beyond :class:`~fsa_seg.open_vocab.OpenVocabModel`'s):
         clip_model / clip_pretrained / clip_checkpoint: the open_clip model, its pretrained tag, or a local
             checkpoint file (which wins over the tag).
         base_method: the last-block method (see ``fsa_seg.last_block.list_base_methods()``).
@@ -53,6 +73,8 @@ class FSASegmentor(OpenVocabSegmentor):
         random_weights: random CLIP/VFM weights, for pipeline checks only.
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
+        text_embeddings: precomputed L2-normalised query embeddings ``[Q, E]``; the text encoder is then
+            not run (e.g. embeddings computed elsewhere, or stand-ins for timing runs).
         base_method_cfg: extra options for the base method (e.g. NACLIP's window).
         pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
     """
@@ -62,7 +84,8 @@ class FSASegmentor(OpenVocabSegmentor):
                  vfm: Optional[str] = "sam", vfm_checkpoint: Optional[str] = None, beta: float = 1.2,
                  gamma: float = 3.0, fsa: bool = True, top_p: float = 0.45, lamda: float = 3.0,
                  base_method_cfg: Optional[dict] = None, random_weights: bool = False,
-                 templates: str = "openai_imagenet", cache_text: bool = True, pamr: bool = False, pamr_steps: int = 10,
+                 templates: str = "openai_imagenet", cache_text: bool = True,
+                 text_embeddings: Optional[Tensor] = None, pamr: bool = False, pamr_steps: int = 10,
                  pamr_dilations: Sequence[int] = (8, 16), **kwargs) -> None:
         super().__init__(name_path=name_path, **kwargs)
         method_cfg = dict(base_method_cfg or {})
@@ -76,6 +99,8 @@ class FSASegmentor(OpenVocabSegmentor):
                              f"sam, dino, dinov2, mae")
         self.fsa = FeedbackSelfAdaptiveAttention(top_p=top_p, lamda=lamda) if fsa else None
         self.pamr = PAMR(pamr_steps, pamr_dilations) if pamr else None
+        if templates not in PROMPT_TEMPLATES:
+            raise ValueError(f"unknown templates '{templates}'; choose one of {list(PROMPT_TEMPLATES)}")
 
         clip = create_clip(clip_model, clip_pretrained, clip_checkpoint, random_weights)
         tokenizer = open_clip.get_tokenizer(clip_model)
@@ -85,16 +110,25 @@ class FSASegmentor(OpenVocabSegmentor):
         self.requires_grad_(False)
         self.to(self.run_device, self.run_dtype)
 
-        if templates not in PROMPT_TEMPLATES:
-            raise ValueError(f"unknown templates '{templates}'; choose one of {list(PROMPT_TEMPLATES)}")
-        cache_key = None
-        if cache_text and not random_weights:
-            cache_key = "|".join([clip_model, str(clip_checkpoint or clip_pretrained), templates,
-                                  *self.query_words])
-        templates = PROMPT_TEMPLATES[templates]
-        self.register_buffer("text_embeddings", self._text_embeddings(templates, cache_key).to(
-            self.run_device, self.run_dtype), persistent=False)
+        self._templates = templates
+        self._text_cache = (clip_model, str(clip_checkpoint or clip_pretrained)) if cache_text and not random_weights \
+            else None
+        if text_embeddings is None:
+            self.encode_queries()
+        else:
+            width = self.backbone.visual.proj.shape[1]
+            if tuple(text_embeddings.shape) != (self.num_queries, width):
+                raise ValueError(f"text_embeddings must be [{self.num_queries}, {width}] (queries x embedding "
+                                 f"size), got {list(text_embeddings.shape)}")
+            self.register_buffer("text_embeddings", text_embeddings.to(self.run_device, self.run_dtype),
+                                 persistent=False)
         self._clip_mean_std = (torch.tensor(CLIP_MEAN) / 255.0, torch.tensor(CLIP_STD) / 255.0)
+
+    def encode_queries(self) -> None:
+        """The text embeddings ``[Q, E]`` of the queries (prompt-template ensemble)."""
+        cache_key = "|".join([*self._text_cache, self._templates, *self.query_words]) if self._text_cache else None
+        emb = self._text_embeddings(PROMPT_TEMPLATES[self._templates], cache_key)
+        self.register_buffer("text_embeddings", emb.to(self.run_device, self.run_dtype), persistent=False)
 
     def _text_embeddings(self, templates, cache_key: Optional[str]) -> Tensor:
         """80-template prompt ensemble per query; cached on disk for real weights (slow on CPU)."""
@@ -120,49 +154,46 @@ class FSASegmentor(OpenVocabSegmentor):
         in_std = crops.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
         return (crops * std + mean - in_mean) / in_std
 
-    def patch_logits(self, crops: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
-        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block."""
-        x, grid = self.backbone.forward_to_last_block(crops)
+    # -- the two stages of a crop ---------------------------------------------------------------------
+    def crop_features(self, crops: Tensor) -> CropFeatures:
+        """CLIP up to its last block and the proxy features (what no last-block setting changes)."""
+        tokens, grid = self.backbone.forward_to_last_block(crops)
         proxy = self.vfm(self._proxy_input(crops)) if self.vfm is not None else None
+        return CropFeatures(tokens, grid, proxy)
+
+    def last_block(self, features: CropFeatures) -> Tuple[LastBlockAttention, LogitHead]:
+        """The base method's last-block attention ``A0``, values ``V`` and the head that maps attended
+        values (heads merged) to unscaled query logits; FSA acts between them."""
         block = self.backbone.last_block
-        out = self.method.attention(block, x, grid, proxy)
+        out = self.method.attention(block, features.tokens, features.grid, features.proxy)
         text_t = self.text_embeddings.t()
 
         def head(attended: Tensor) -> Tensor:
             tokens = out.finish(block.attn.out_proj(attended))
             return self.backbone.project(tokens) @ text_t
 
+        return out, head
+
+    def logits_from_features(self, features: CropFeatures) -> Tensor:
+        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block."""
+        out, head = self.last_block(features)
         attended = self.fsa(out.a0, out.v, head) if self.fsa is not None else attend(out.a0, out.v)
         logits = head(merge_heads(attended))[:, out.patch_tokens]
         h, w = out.grid
-        return logits.transpose(1, 2).reshape(logits.shape[0], -1, h, w), out.grid
+        return logits.transpose(1, 2).reshape(logits.shape[0], -1, h, w)
+
+    def patch_logits(self, crops: Tensor) -> Tensor:
+        """Unscaled query logits ``[n, Q, h, w]`` of normalised crops on the last block's output grid."""
+        return self.logits_from_features(self.crop_features(crops))
 
     def crop_scores(self, crops: Tensor) -> Tensor:
-        logits, _ = self.patch_logits(crops)
-        return F.interpolate(logits, size=crops.shape[-2:], mode="bilinear")
+        return F.interpolate(self.patch_logits(crops), size=crops.shape[-2:], mode="bilinear")
 
     def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
         """With ``pamr``, as SCLIP/NACLIP do: the query scores at the original size are refined by PAMR,
-        guided by the (preprocessed) image resized to that size, before the softmax."""
+        guided by the (normalised) image resized to that size, before the softmax."""
         if self.pamr is None:
             return scores
         guide = F.interpolate(image[None].to(scores), size=scores.shape[-2:], mode="bilinear")
         with torch.no_grad():
             return self.pamr(guide, scores[None])[0]
-
-
-@MODELS.register_module()
-class FSAProxySegmentation(FSASegmentor):
-    """The released class name and keyword arguments (``clip_type``, ``model_type``, ``vfm_model``,
-    ``checkpoint``, ``FSA``), mapped onto :class:`FSASegmentor`. As in the released code, ``vfm_model=None``
-    runs vanilla CLIP (its unmodified last block)."""
-
-    def __init__(self, clip_type: str = "openai", model_type: str = "ViT-B-16", vfm_model: Optional[str] = "sam",
-                 name_path: str = "voc21", checkpoint: Optional[str] = None, device=None,
-                 FSA: bool = True, **kwargs) -> None:
-        for ours in ("clip_pretrained", "clip_model", "vfm", "vfm_checkpoint", "fsa"):
-            kwargs.pop(ours, None)  # the released names win when a config sets both
-        super().__init__(name_path=name_path, clip_model=model_type.replace("/", "-"), clip_pretrained=clip_type,
-                         vfm=vfm_model, vfm_checkpoint=checkpoint, fsa=FSA,
-                         base_method="proxyclip" if vfm_model else "vanilla",
-                         device=str(device) if device is not None else None, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any, Iterator, List, Mapping, Optional
 from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
 from mmseg.registry import DATASETS
 
-from .benchmarks import BENCHMARKS, benchmark_for_dataset_type
+from ..benchmarks import BENCHMARKS, benchmark_for_dataset_type
 
 README_HINT = 'data/README.md'
 

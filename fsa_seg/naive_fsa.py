@@ -1,6 +1,7 @@
 """Line-by-line transcription of the released FSA algorithm (slow, memory-hungry, obviously correct).
 
-Kept for parity tests and for tools/benchmark.py. It follows the released formulation on purpose:
+The reference of the parity tests (tests/) and of the benchmark (``fsa_seg.benchmarking``); the package's own
+FSA never calls it. It follows the released formulation on purpose:
 ``A0`` and ``A_fb`` repeated per head, an ``[N, N, C]`` KL tensor, sort + scatter pruning and the
 ``N x N x N`` ensemble products. Do not optimise it.
 """

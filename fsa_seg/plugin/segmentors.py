@@ -1,0 +1,162 @@
+"""The mmseg segmentors: thin adapters from mmseg's ``BaseSegmentor`` API to the package's plain-torch models.
+
+Each segmentor builds its model (:class:`~fsa_seg.clip_model.CLIPSegModel`, the SAM3 model) from the config's
+keyword arguments and keeps it as ``segmentor.model``; mmseg's ``predict`` becomes the model's
+:meth:`~fsa_seg.open_vocab.OpenVocabModel.predict` on the images of the batch (each cut back to its own size),
+with the class probabilities and labels stored in the ``SegDataSample`` outputs.
+
+Registered names: ``FSASegmentor``, ``FSAProxySegmentation`` (the released class name and keys),
+``SAM3Segmentor`` and ``FSASegDataPreProcessor``.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, Optional, Set, Type
+
+import torch
+from mmengine.structures import PixelData
+from mmseg.models.data_preprocessor import SegDataPreProcessor
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import MODELS
+from mmseg.utils import stack_batch
+from torch import Tensor
+
+from ..clip_model import CLIPSegModel
+from ..open_vocab import OpenVocabModel
+
+
+@MODELS.register_module()
+class FSASegDataPreProcessor(SegDataPreProcessor):
+    """SegDataPreProcessor that also batches test images of different sizes.
+
+    mmseg's test path requires equal sizes in a batch; here smaller images are zero-padded bottom/right to
+    the largest one and their own size is kept in ``img_shape``, so the segmentor can cut them out again.
+    Ground truth is left untouched (it stays at the original image size).
+    """
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        if training:
+            return super().forward(data, training)
+        data = self.cast_data(data)
+        inputs = data["inputs"]
+        if self.channel_conversion and inputs[0].size(0) == 3:
+            inputs = [x[[2, 1, 0], ...] for x in inputs]
+        inputs = [x.float() for x in inputs]
+        if self._enable_normalize:
+            inputs = [(x - self.mean) / self.std for x in inputs]
+        data_samples = data.get("data_samples")
+        if data_samples is not None:
+            for x, sample in zip(inputs, data_samples):
+                sample.set_metainfo({"img_shape": tuple(x.shape[-2:])})
+        batch, _ = stack_batch(inputs, size_divisor=1, pad_val=self.pad_val)
+        return dict(inputs=batch, data_samples=data_samples)
+
+
+def init_arguments(cls: type) -> Set[str]:
+    """Keyword arguments a class's ``__init__`` accepts over its MRO (``**kwargs`` passes them on)."""
+    names: Set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters
+            names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return names - {"self"}
+
+
+class OpenVocabSegmentor(BaseSegmentor):
+    """mmseg segmentor around an :class:`~fsa_seg.open_vocab.OpenVocabModel` (inference only).
+
+    Subclasses name the model class (:meth:`model_class`); every config key other than
+    ``data_preprocessor`` and ``init_cfg`` is passed to it.
+    """
+
+    @classmethod
+    def model_class(cls) -> Type[OpenVocabModel]:
+        raise NotImplementedError
+
+    @classmethod
+    def option_names(cls) -> Set[str]:
+        """Config keys the segmentor accepts (``type`` included): a typo in an override is caught early."""
+        return init_arguments(cls.model_class()) | {"type", "data_preprocessor", "init_cfg"}
+
+    def build_model(self, **kwargs) -> OpenVocabModel:
+        return self.model_class()(**kwargs)
+
+    def __init__(self, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None,
+                 **kwargs: Any) -> None:
+        model = self.build_model(**kwargs)
+        if data_preprocessor is None:
+            data_preprocessor = dict(type=FSASegDataPreProcessor, mean=list(model.pixel_mean),
+                                     std=list(model.pixel_std), bgr_to_rgb=True)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.model = model
+
+    def predict(self, inputs: Tensor, data_samples: Optional[list] = None):
+        metas = ([s.metainfo for s in data_samples] if data_samples is not None else
+                 [dict(img_shape=inputs.shape[-2:], ori_shape=inputs.shape[-2:])] * inputs.shape[0])
+        images = [img[:, :meta["img_shape"][0], :meta["img_shape"][1]] for img, meta in zip(inputs, metas)]
+        preds = self.model.predict(images, [tuple(meta["ori_shape"][:2]) for meta in metas])
+        if data_samples is None:
+            return torch.stack([p.labels[None] for p in preds])
+        for sample, pred in zip(data_samples, preds):
+            sample.set_data({"seg_logits": PixelData(data=pred.probabilities),
+                             "pred_sem_seg": PixelData(data=pred.labels[None])})
+        return data_samples
+
+    # mmseg's abstract training/tensor-mode API: this is an inference-only, training-free model.
+    def _forward(self, inputs, data_samples=None):
+        return torch.stack(self.model.image_scores(list(inputs)))
+
+    def encode_decode(self, inputs, batch_img_metas):
+        return self._forward(inputs)
+
+    def extract_feat(self, inputs):
+        raise NotImplementedError("training-free segmentor: use predict()")
+
+    def loss(self, inputs, data_samples):
+        raise NotImplementedError("training-free segmentor: there is nothing to train")
+
+
+@MODELS.register_module()
+class FSASegmentor(OpenVocabSegmentor):
+    """CLIP + a base method's last block (+ FSA): :class:`~fsa_seg.clip_model.CLIPSegModel` in mmseg."""
+
+    @classmethod
+    def model_class(cls) -> Type[OpenVocabModel]:
+        return CLIPSegModel
+
+
+# The released configs' keys and ours (FSAProxySegmentation).
+_RELEASED_KEYS: Dict[str, str] = {"clip_type": "clip_pretrained", "model_type": "clip_model",
+                                  "vfm_model": "vfm", "checkpoint": "vfm_checkpoint", "FSA": "fsa"}
+
+
+@MODELS.register_module()
+class FSAProxySegmentation(FSASegmentor):
+    """The released class name and keyword arguments (``clip_type``, ``model_type``, ``vfm_model``,
+    ``checkpoint``, ``FSA``), mapped onto :class:`FSASegmentor`. As in the released code, ``vfm_model=None``
+    runs vanilla CLIP (its unmodified last block)."""
+
+    @classmethod
+    def option_names(cls) -> Set[str]:
+        return super().option_names() | set(_RELEASED_KEYS)
+
+    def build_model(self, clip_type: str = "openai", model_type: str = "ViT-B-16", vfm_model: Optional[str] = "sam",
+                    name_path: str = "voc21", checkpoint: Optional[str] = None, device=None, FSA: bool = True,
+                    **kwargs) -> OpenVocabModel:
+        for ours in _RELEASED_KEYS.values():
+            kwargs.pop(ours, None)  # the released names win when a config sets both
+        return CLIPSegModel(name_path=name_path, clip_model=model_type.replace("/", "-"), clip_pretrained=clip_type,
+                            vfm=vfm_model, vfm_checkpoint=checkpoint, fsa=FSA,
+                            base_method="proxyclip" if vfm_model else "vanilla",
+                            device=str(device) if device is not None else None, **kwargs)
+
+
+@MODELS.register_module()
+class SAM3Segmentor(OpenVocabSegmentor):
+    """SAM3 (+ FSA): :class:`~fsa_seg.sam3.model.SAM3SegModel` in mmseg (transformers is imported on use)."""
+
+    @classmethod
+    def model_class(cls) -> Type[OpenVocabModel]:
+        from ..sam3.model import SAM3SegModel
+
+        return SAM3SegModel
