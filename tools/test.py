@@ -217,6 +217,9 @@ def run(config: str, options: Optional[dict] = None, work_dir: Optional[str] = N
     options = dict(options or {})
     cfg = load_config(config, options, work_dir)
     cfg.launcher = launcher
+    if launcher != "none":  # distributed: backend for the device (nccl on CUDA, gloo on CPU), a model
+        from fsa_seg.distributed import setup_distributed  # wrapper for a frozen model, CPU process group
+        setup_distributed(cfg, launcher)
     check_options(cfg, options)
     check_data_root(cfg.test_dataloader.dataset)
     if cfg.model.get("random_weights") and cfg.get("randomness") is None:
