@@ -108,3 +108,34 @@ def test_two_cpu_ranks_give_the_one_rank_metric_with_resume(tmp_path):
     assert resumed["images"] == len(SIZES)
     assert resumed["metrics"] == single["metrics"]
     assert resumed["per_class"] == single["per_class"]
+
+
+def _fake_command(bin_dir: Path, name: str) -> None:
+    """A stand-in for ``name`` on PATH that prints its arguments, one per line."""
+    bin_dir.mkdir(exist_ok=True)
+    path = bin_dir / name
+    path.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@"\n')
+    path.chmod(0o755)
+
+
+def test_slurm_test_sh_runs_one_task_per_gpu_with_the_slurm_launcher(tmp_path):
+    _fake_command(tmp_path / "bin", "srun")
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", GPUS="16",
+               GPUS_PER_NODE="8", SRUN_ARGS="--time=1:00:00 --quotatype=auto", PYTHON="py3")
+    done = subprocess.run(["bash", str(REPO / "tools" / "slurm_test.sh"), "gpu-part", "fsa voc", CONFIG,
+                           "--work-dir", "w d", "--cfg-options", "model.top_p=0.3"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "-p", "gpu-part", "--job-name=fsa voc", "--gres=gpu:8", "--ntasks=16", "--ntasks-per-node=8",
+        "--cpus-per-task=5", "--kill-on-bad-exit=1", "--time=1:00:00", "--quotatype=auto",
+        "py3", "-u", str(REPO / "tools" / "test.py"), CONFIG, "--launcher", "slurm",
+        "--work-dir", "w d", "--cfg-options", "model.top_p=0.3"]
+    # fewer GPUs than a node holds: one node with that many tasks
+    small = subprocess.run(["bash", str(REPO / "tools" / "slurm_test.sh"), "p", "j", CONFIG],
+                           env=dict(env, GPUS="2", GPUS_PER_NODE="", SRUN_ARGS=""), capture_output=True,
+                           text=True, timeout=30)
+    assert "--gres=gpu:2" in small.stdout.splitlines() and "--ntasks=2" in small.stdout.splitlines()
+    usage = subprocess.run(["bash", str(REPO / "tools" / "slurm_test.sh"), "p"], env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: bash tools/slurm_test.sh")
