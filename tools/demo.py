@@ -39,6 +39,7 @@ from mmengine.config import DictAction
 from fsa_seg.apis.config import ConfigKeyError
 from fsa_seg.apis.inference import init_segmentor, parse_classes, read_image, segment_image, write_class_file
 from fsa_seg.benchmarks import CONFIG_DIR
+from fsa_seg.env_info import announce_run
 from fsa_seg.weights import WeightsUnavailableError
 
 EXIT_USAGE = 2
@@ -123,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         options.update(args.cfg_options)
         options["model.name_path"] = write_class_file(classes, osp.join(args.out, "classes.txt"))
         model = init_segmentor(args.config, options)
+        announce_run(model.cfg.model.get("precision", "auto"), model.cfg.model.get("device"))
     except (ValueError, FileNotFoundError, ConfigKeyError, WeightsUnavailableError) as err:
         message = str(err)
         if message.startswith(("the class list", "class ")):

@@ -155,11 +155,19 @@ def evaluate(config: str, options: Optional[Mapping[str, Any]] = None, work_dir:
 
     from ..plugin.datasets import check_data_root
 
+    from ..distributed import setup_distributed
+    from ..env_info import announce_run
+
     options = dict(options or {})
     cfg = load_config(config, options, work_dir)
     cfg.launcher = launcher
     check_options(cfg, options)
     check_data_root(cfg.test_dataloader.dataset)
+    # Distributed: the backend for the device (nccl on CUDA, gloo on CPU), a model wrapper that accepts a
+    # frozen model, and on CPU the process group (see fsa_seg.distributed).
+    setup_distributed(cfg, launcher)
+    if launch_rank(launcher) == 0:
+        announce_run(cfg.model.get("precision", "auto"), cfg.model.get("device"))
     if cfg.model.get("random_weights") and cfg.get("randomness") is None:
         cfg.randomness = dict(seed=0)  # random weights: the same model in every run (resumable, comparable)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
