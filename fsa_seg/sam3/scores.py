@@ -78,14 +78,15 @@ def _log_instances(pred_masks: Tensor, pred_logits: Tensor, log_presence: Tensor
     count = int(keep.sum(dim=1).max()) if keep.numel() else 0
     if recipe.top_k:
         count = min(count, recipe.top_k)
-    batch, _, height, width = pred_masks.shape
+    batch, num, height, width = pred_masks.shape
     if count == 0:
         return log_score.new_full((batch, height, width), float("-inf"))
-    best = criterion.topk(count, dim=1)                                      # sorted, ties: lowest index first
-    kept = keep.gather(1, best.indices)
-    log_weight = (criterion if recipe.instance_presence else log_score).gather(1, best.indices)
-    log_weight = log_weight.masked_fill(~kept, float("-inf"))
-    masks = pred_masks.gather(1, best.indices[:, :, None, None].expand(-1, -1, height, width))
+    log_weight = (criterion if recipe.instance_presence else log_score).masked_fill(~keep, float("-inf"))
+    masks = pred_masks
+    if count < num:  # only the K best by score x presence (ties at the K-th: either)
+        best = criterion.topk(count, dim=1).indices
+        log_weight = log_weight.gather(1, best)
+        masks = pred_masks.gather(1, best[:, :, None, None].expand(-1, -1, height, width))
     return (F.logsigmoid(_wide(masks)) + log_weight[:, :, None, None]).amax(dim=1)
 
 
