@@ -12,7 +12,8 @@ compares on one 1008 x 1008 image and a few prompts:
 Also checks that ``fsa_seg.sam3.official.build_official`` (the reference modules assembled from a Sam3Config,
 used at tiny size by tests/test_sam3_parity.py) gives the reference builder's structure at full size.
 Prints max abs differences, relative to the reference's magnitude, and cosines; asserts nothing, times are
-informative only. Needs ~12 GB of memory and a few minutes on 2 cores.
+informative only. Holds two 840M-parameter fp32 models (3.4 GB each, a third briefly for the builder
+check) plus 1008 x 1008 activations; about ten minutes on 2 cores.
 
     PYTHONPATH=$PWD nice python tools/sam3_parity.py [--image path.jpg] [--prompts cat "a red car" sky]
 """
