@@ -27,7 +27,10 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .loading import randomize_parameters_ as randomize_  # noqa: F401 (re-exported for the parity checks)
+from .loading import randomize_parameters_
+
+# Seeded random weights for the parity checks (re-exported under the name the checks use).
+randomize_ = randomize_parameters_
 
 # -- key mapping ------------------------------------------------------------------------------------------------
 # (official regex, Sam3Model replacement); the first rule that matches a key wins. Names of the reference
