@@ -8,7 +8,7 @@ model's own head that maps attended values to class logits, FSA
    uniform attention (logit scale 35), softmax over classes -> ``q_i``;
 2. builds the affinity ``s_ij = 1 / (1 + max(KL(q_i || q_j), 0))``;
 3. *confidence-based pruning*: keeps, per row, the largest entries whose softmax mass sums to at most
-   ``top_p`` (the largest is always kept);
+   ``top_p`` (the largest is always kept; ``top_p = 1`` keeps every entry);
 4. sharpens the kept entries, ``w = s * exp(lamda * s)``, and normalises, ``A_fb = softmax(w)``;
 5. *adaptation ensemble*: returns ``(A_fb A0 + A0 A_fb + A_fb) V / 3``.
 
@@ -118,6 +118,9 @@ def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, par
     del kl
     # Confidence-based pruning (paper Eq. 6): the softmax is order-invariant, so the kept set is every
     # entry >= the k-th largest, where k counts sorted entries with cumulative mass <= top_p (k >= 1).
+    if params.top_p >= 1.0:  # no pruning: every entry is kept (a sum of rounded masses could exceed 1)
+        gain = torch.mul(sim, params.lamda).exp_()
+        return sim.mul_(gain).softmax(dim=-1)
     sorted_sim = _sort_descending(sim)
     cum_mass = sorted_sim.softmax(dim=-1).cumsum_(dim=-1)
     if cum_mass.device.type == "cpu":
@@ -240,3 +243,23 @@ class FeedbackSelfAdaptiveAttention(torch.nn.Module):
         uniform_logits = head(merge_heads(uniform_attend(v)))
         a_fb = feedback_attention(base_logits, uniform_logits, self.params, out_dtype=v.dtype)
         return ensemble_attend(a_fb, a0, v, a0_v=a0_v)
+
+
+def ensemble_attend_sdpa(a_fb: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None) -> Tensor:
+    """Adaptation ensemble (paper Eq. 8) without materialising ``A0 = softmax(q k^T scale)``.
+
+    ``(A_fb A0 + A0 A_fb + A_fb) V / 3 = (A_fb (A0 V + V) + A0 (A_fb V)) / 3``: ``A0 V`` and ``A0 (A_fb V)`` come
+    from one fused attention call (SDPA) on the values ``[V, A_fb V]`` stacked along the feature axis (one
+    softmax for both), and ``A_fb`` (``[B, N, N]``, shared by the heads) multiplies heads-merged values twice.
+    ``q``, ``k``, ``v`` are ``[B, h, N, d]``; ``scale`` defaults to SDPA's ``d ** -0.5``. Memory is that of the
+    attention kernel (no ``h x N x N`` map where the kernel is flash / memory-efficient), plus ``A_fb``.
+    """
+    heads, dim = v.shape[1], v.shape[-1]
+    a_fb = a_fb.to(v.dtype)
+    fb_v = torch.bmm(a_fb, merge_heads(v))                               # A_fb V, heads merged
+    both = torch.nn.functional.scaled_dot_product_attention(
+        q, k, torch.cat([v, split_heads(fb_v, heads)], dim=-1), scale=scale)
+    a0_v, a0_fb_v = both[..., :dim], both[..., dim:]
+    out = torch.bmm(a_fb, merge_heads(a0_v + v))                         # A_fb (A0 V + V)
+    out += merge_heads(a0_fb_v)                                          # + A0 (A_fb V)
+    return split_heads(out.div_(3.0), heads)

@@ -14,6 +14,10 @@ model's output. For SAM3 the output is one probability map per prompt; here
   outputs);
 * ``A_fb`` then comes from the shared core, :func:`fsa_seg.fsa.feedback_attention` (KL affinity, top-p
   pruning, sharpening), with ``p`` as the logits and ``feedback_scale`` / ``isolation_scale`` as its scales.
+
+The second half of the module (:class:`LogOddsFeedback`) is the signal the segmentor is to move to: the log-odds
+of the present prompts instead of scaled probabilities, a literal uniform-attention isolation beside the mean,
+and the three-strategy ensemble as an ablation. Both share :func:`pool_to_tokens`.
 """
 from __future__ import annotations
 
@@ -47,9 +51,8 @@ class Sam3FeedbackParams:
 
 
 def token_grid_scores(scores: Tensor, grid: Tuple[int, int]) -> Tensor:
-    """Score maps ``[Q, H, W]`` -> ``[N, Q]`` on the ``grid`` of encoder tokens (row-major, as flattened)."""
-    pooled = F.adaptive_avg_pool2d(scores.float()[None], grid)[0]
-    return pooled.flatten(1).t()
+    """Score maps ``[Q, H, W]`` -> ``[N, Q]`` on the ``grid`` of encoder tokens (:func:`pool_to_tokens`)."""
+    return pool_to_tokens(scores, grid)
 
 
 def kept_prompts(presence: Tensor, params: Sam3FeedbackParams) -> Tensor:
@@ -93,3 +96,114 @@ def propagate_scores(scores: Tensor, a_fb: Tensor, grid: Tuple[int, int]) -> Ten
     delta = delta.t().reshape(-1, *grid)[None]
     delta = F.interpolate(delta, size=tuple(scores.shape[-2:]), mode="bilinear", align_corners=False)[0]
     return (scores.float() + delta).clamp_(0.0, 1.0)
+
+
+# -- feedback from log-odds --------------------------------------------------------------------------------------
+# The signal above feeds back ``feedback_scale x probability``: at scale 10 a confident prompt's column saturates
+# the softmax and, with lamda 3, each A_fb row becomes a near-uniform average over every token of the same top
+# prompt, image-wide. Here the signal is each present prompt's log-odds, ``semantic logit + log presence``
+# (``log p`` of SAM3's presence-weighted semantic map where p is small, its logit where p is large), on which a
+# softmax over prompts is a normalisation of their odds: scale 1 is the natural one.
+ISOLATION_MODES = ("none", "mean", "uniform")
+STRATEGIES = ("both", "ensemble")
+
+
+@dataclass(frozen=True)
+class LogOddsFeedback:
+    """The log-odds feedback signal and FSA's modules on it.
+
+    presence_thd: a prompt is *present* (enters the distributions, and is re-run) if ``sigmoid(presence) >=``
+        this.
+    isolation: ``mean`` subtracts the token mean of each column (the earlier analogue of uniform attention);
+        ``uniform`` subtracts the log-odds of the hooked layer run with uniform attention (the paper's Eq. 3 as
+        literally as SAM3 allows: ``decode.uniform_attend_qkv``), per token; ``none`` subtracts nothing.
+    scale / isolation_scale: the base and isolation logit scales of paper Eq. 3 (CLIP's 20 / 35 are for cosines).
+    rest: append a column at log-odds 0 (p = 0.5): tokens that no present prompt claims form their own group
+        (with a single present prompt the distribution would otherwise be constant).
+    top_p, lamda: pruning and sharpening (paper Eq. 6-7); ``top_p = 1`` prunes nothing.
+    strategies: ``both`` is the paper (isolation and pruning together); ``ensemble`` averages the ``A_fb`` of
+        three strategies (isolation only, pruning only, both), the founding design's ensemble, as an ablation.
+    """
+
+    presence_thd: float = 0.5
+    isolation: str = "mean"
+    scale: float = 1.0
+    isolation_scale: float = 1.0
+    rest: bool = True
+    top_p: float = 0.45
+    lamda: float = 3.0
+    strategies: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.isolation not in ISOLATION_MODES:
+            raise ValueError(f"isolation must be one of {ISOLATION_MODES}, got '{self.isolation}'")
+        if self.strategies not in STRATEGIES:
+            raise ValueError(f"strategies must be one of {STRATEGIES}, got '{self.strategies}'")
+        if not 0.0 <= self.presence_thd <= 1.0:
+            raise ValueError(f"presence_thd must be in [0, 1], got {self.presence_thd}")
+        self.core_params()  # validates top_p
+
+    def core_params(self, top_p: Optional[float] = None) -> fsa_core.FSAParams:
+        return fsa_core.FSAParams(top_p=self.top_p if top_p is None else top_p, lamda=self.lamda,
+                                  base_scale=self.scale, uniform_scale=self.isolation_scale)
+
+
+def present_prompts(presence_logits: Tensor, presence_thd: float) -> Tensor:
+    """Indices of the prompts SAM3 judges present, ``sigmoid(presence) >= presence_thd``, in order."""
+    return torch.nonzero(presence_logits.float().flatten().sigmoid() >= presence_thd).flatten()
+
+
+def pool_to_tokens(maps: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """Maps ``[Q, H, W]`` averaged over the cells of the encoder token grid ``(h, w)``, as ``[N, Q]`` with the
+    tokens in the encoder's order (row-major: token ``r * w + c`` is row ``r``, column ``c``)."""
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be [Q, H, W], got shape {tuple(maps.shape)}")
+    pooled = F.adaptive_avg_pool2d(maps.float()[None], grid)[0]           # [Q, h, w]
+    return pooled.flatten(1).t()
+
+
+def token_log_odds(semantic_logits: Tensor, presence_logits: Tensor, grid: Tuple[int, int]) -> Tensor:
+    """``[N, Q]``: each prompt's semantic logit pooled to the token grid, plus its log presence probability."""
+    return pool_to_tokens(semantic_logits, grid) + F.logsigmoid(presence_logits.float().flatten())[None]
+
+
+def log_odds_inputs(token_logits: Tensor, present: Tensor, params: LogOddsFeedback,
+                    uniform_logits: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """The core's inputs: base logits ``[1, N, K (+1)]`` and isolation logits ``[1, 1 or N, K (+1)]``.
+
+    ``token_logits`` ``[N, Q]`` from :func:`token_log_odds`; ``present`` the ``K`` prompt indices (columns, in
+    order), then the ``rest`` column at 0. ``uniform_logits`` ``[N, Q]`` (the same from the uniform-attention
+    pass) is needed for ``isolation='uniform'``.
+    """
+    base = token_logits[:, present]
+    if params.rest:
+        base = torch.cat([base, base.new_zeros(base.shape[0], 1)], dim=1)
+    if params.isolation == "none":
+        glob = base.new_zeros(1, base.shape[1])
+    elif params.isolation == "mean":
+        glob = base.mean(dim=0, keepdim=True)
+    else:
+        if uniform_logits is None:
+            raise ValueError("isolation='uniform' needs the uniform-attention pass's token log-odds")
+        glob = uniform_logits[:, present]
+        if params.rest:
+            glob = torch.cat([glob, glob.new_zeros(glob.shape[0], 1)], dim=1)
+    return base[None], glob[None]
+
+
+def log_odds_feedback_attention(token_logits: Tensor, present: Tensor, params: LogOddsFeedback,
+                                uniform_logits: Optional[Tensor] = None,
+                                out_dtype: Optional[torch.dtype] = None) -> Optional[Tensor]:
+    """``A_fb [1, N, N]`` from the present prompts' token log-odds via the shared core; ``None`` if none is
+    present. ``strategies='ensemble'`` averages isolation only (no pruning), pruning only (no isolation) and
+    both."""
+    if present.numel() == 0:
+        return None
+    base, glob = log_odds_inputs(token_logits, present, params, uniform_logits)
+    if params.strategies == "both":
+        return fsa_core.feedback_attention(base, glob, params.core_params(), out_dtype=out_dtype)
+    isolation_only = fsa_core.feedback_attention(base, glob, params.core_params(top_p=1.0))
+    pruning_only = fsa_core.feedback_attention(base, torch.zeros_like(glob), params.core_params())
+    both = fsa_core.feedback_attention(base, glob, params.core_params())
+    mean = (isolation_only + pruning_only + both) / 3
+    return mean if out_dtype is None else mean.to(out_dtype)

@@ -36,8 +36,10 @@ def tiny_sam3_config() -> dict:
                                  num_hidden_layers=2, num_attention_heads=heads, image_size=112, patch_size=14,
                                  window_size=4, global_attn_indexes=[1], pretrain_image_size=56),
             fpn_hidden_size=width, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]),
-        text_config=dict(hidden_size=width, intermediate_size=ffn, projection_dim=width, num_hidden_layers=1,
-                         num_attention_heads=heads, max_position_embeddings=TEXT_LENGTH),
+        # The reference text encoder fixes CLIP's MLP ratio (4) and output projection (512): kept so the official
+        # modules can be built at this size too (fsa_seg/sam3/official.py).
+        text_config=dict(hidden_size=width, intermediate_size=4 * width, projection_dim=512, num_hidden_layers=1,
+                         num_attention_heads=heads, max_position_embeddings=TEXT_LENGTH, hidden_act="gelu"),
         geometry_encoder_config=dict(hidden_size=width, num_layers=1, num_attention_heads=heads,
                                      intermediate_size=ffn),
         detr_encoder_config=dict(hidden_size=width, num_layers=2, num_attention_heads=heads, intermediate_size=ffn),
@@ -45,6 +47,28 @@ def tiny_sam3_config() -> dict:
                                  num_queries=10),
         mask_decoder_config=dict(hidden_size=width, num_attention_heads=heads),
     )
+
+
+@torch.no_grad()
+def randomize_parameters_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Seeded random values in every parameter, in place: weights ``N(0, 1 / fan_in)``, 1-D scales (norm
+    weights) ``1 + N(0, 0.1^2)``, biases ``N(0, 0.1^2)``.
+
+    For checks on random weights: activations stay O(1) through the depth and no term of the forward is zero
+    (transformers' init, N(0, 0.02^2), leaves a tiny SAM3's per-prompt maps within 1e-4 of each other; the
+    reference's leaves some tensors uninitialised and zeroes others).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=gen, dtype=torch.float64)
+        if param.dim() >= 2:
+            value = noise / (param[0].numel() ** 0.5)
+        elif name.endswith("bias"):
+            value = 0.1 * noise
+        else:
+            value = 1.0 + 0.1 * noise
+        param.copy_(value.to(param.dtype))
+    return model
 
 
 def _access_hint(checkpoint: str) -> str:
@@ -87,11 +111,27 @@ def load_pretrained(checkpoint: str, dtype: torch.dtype) -> Sam3Model:
         raise missing_weights("SAM3", looked_for, _access_hint(checkpoint), err) from err
 
 
+# The reference ViT builds its LayerNorms with eps 1e-5 (sam3/model/vitdet.py: norm_layer "LayerNorm" ->
+# partial(nn.LayerNorm, eps=1e-5)); Sam3ViTConfig defaults to 1e-6, which moves full-size outputs measurably
+# (tools/sam3_parity.py). Every other LayerNorm of Sam3Model already uses torch's default 1e-5.
+REFERENCE_VIT_LAYER_NORM_EPS = 1e-5
+
+
+def use_reference_layer_norm_eps(model: Sam3Model) -> Sam3Model:
+    """Set the ViT backbone's LayerNorm eps (config and modules) to the reference's, in place."""
+    model.config.vision_config.backbone_config.layer_norm_eps = REFERENCE_VIT_LAYER_NORM_EPS
+    for module in model.vision_encoder.backbone.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.eps = REFERENCE_VIT_LAYER_NORM_EPS
+    return model
+
+
 def build_sam3(checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
                sam3_config: Optional[Mapping] = None, dtype: torch.dtype = torch.float32) -> Sam3Model:
     """SAM3 in eval mode: pretrained from ``checkpoint``, or random with ``sam3_config`` (default tiny).
 
-    ``sam3_config=dict()`` gives SAM3's full architecture with random weights (timing runs).
+    ``sam3_config=dict()`` gives SAM3's full architecture with random weights (timing runs). Either way the ViT's
+    LayerNorm eps is the reference's (:func:`use_reference_layer_norm_eps`).
     """
     if random_weights:
         cfg = Sam3Config(**dict(tiny_sam3_config() if sam3_config is None else sam3_config))
@@ -103,7 +143,7 @@ def build_sam3(checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
         if not checkpoint:
             raise WeightsUnavailableError(f"model.checkpoint is empty. {_access_hint(str(checkpoint))}")
         model = load_pretrained(checkpoint, dtype)
-    return model.eval().requires_grad_(False)
+    return use_reference_layer_norm_eps(model).eval().requires_grad_(False)
 
 
 def _clip_bpe_tokenizer(length: int) -> Tokenizer:

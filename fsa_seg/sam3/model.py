@@ -122,6 +122,7 @@ class SAM3SegModel(OpenVocabModel):
         """
         text, mask = self.text_features[prompts], self.text_mask[prompts]
         vis = vision.expand(index, text.shape[0])
+        text, mask = decode.prompt_features(vis, text, mask)  # + the crop's geometry token, as the reference
         layer = self.sam3.detr_encoder.layers[-1]
         if state is None:
             state = decode.encode_to_last_layer(self.sam3, vis, text, mask)
