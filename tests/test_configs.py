@@ -28,12 +28,15 @@ PUBLISHED = {
     "sclip": dict(slide=(224, 112), logit=40.0,
                   logit_by_dataset={"voc21": 65.0, "context60": 50.0, "coco_object": 50.0},
                   prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
-                  short={"coco_stuff164k": 448, "cityscapes": 560}, short_default=336, pamr=False),
+                  short={"coco_stuff164k": 448, "cityscapes": 560}, short_default=336, pamr=False,
+                  names={"voc21": "sclip_voc21", "voc20": "sclip_voc20", "coco_object": "sclip_coco_object"}),
     "clearclip": dict(slide=(448, 224), logit=50.0, prob={"voc21": 0.5, "context60": 0.15, "coco_object": 0.4},
-                      short={}, short_default=448, pamr=False, slide_by_dataset={"cityscapes": (224, 224)}),
+                      short={}, short_default=448, pamr=False, slide_by_dataset={"cityscapes": (224, 224)},
+                      names={"voc21": "clearclip_voc21", "coco_object": "clearclip_coco_object"}),
     "naclip": dict(slide=(224, 112), logit=40.0, prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
                    short={"cityscapes": 560}, short_default=336, pamr=True,
-                   slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)}),
+                   slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)},
+                   names={"voc21": "naclip_voc21", "voc20": "naclip_voc20", "coco_object": "naclip_coco_object"}),
     "proxyclip": dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.15, "coco_object": 0.25},
                       short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
                       slide_by_dataset={"cityscapes": (224, 112)}),
@@ -117,8 +120,8 @@ def test_key_values_of_every_method_config(all_configs):
         assert model.lamda == (4.5 if vfm == "mae" else 2.3 if tag == "vit-h14" else 3.0), rel
         assert model.top_p == 0.45 and model.beta == 1.2 and model.gamma == 3.0, rel
         assert cfg.test_dataloader.dataset.type == spec.dataset_type, rel
-        assert model.name_path == spec.class_names, rel
         proto = PUBLISHED["fsa_proxyclip" if (method == "proxyclip" and fsa) else method]
+        assert model.name_path == proto.get("names", {}).get(dataset, spec.class_names), rel
         slide = proto.get("slide_by_dataset", {}).get(dataset, proto["slide"])
         assert (model.slide_crop, model.slide_stride) == slide, rel
         assert model.logit_scale == proto.get("logit_by_dataset", {}).get(dataset, proto["logit"]), rel
@@ -155,3 +158,28 @@ def test_list_configs_filters(capsys, monkeypatch):
         "proxyclip,off,ViT-H-14,mae,ade20k,configs/proxyclip/proxy_mae_vit-h14_ade20k.py",
         "proxyclip,on,ViT-H-14,mae,ade20k,configs/proxyclip/fsa_proxy_mae_vit-h14_ade20k.py"]
     assert tool.backbone_tag("ViT-L-14") == "vit-l14"
+
+
+def test_each_method_names_its_own_class_files(all_configs):
+    """SCLIP, NACLIP and ClearCLIP (with and without FSA, every backbone) use their released class files where
+    those differ from FSA's; every other method and benchmark uses FSA's. Every name resolves to a packaged file
+    with the benchmark's number of classes."""
+    from fsa_seg.class_names import load_class_names
+
+    own = {(m, d): n for m in ("sclip", "naclip", "clearclip") for d, n in PUBLISHED[m]["names"].items()}
+    assert sorted(own.values()) == sorted(["sclip_voc21", "sclip_voc20", "sclip_coco_object", "naclip_voc21",
+                                           "naclip_voc20", "naclip_coco_object", "clearclip_voc21",
+                                           "clearclip_coco_object"])
+    seen = {}
+    for rel, cfg in all_configs.items():
+        identity = expected_identity(rel)
+        if identity is None:
+            continue
+        method, _, _, _, dataset = identity
+        expected = own.get((method, dataset), BENCHMARKS[dataset].class_names)
+        assert cfg.model.name_path == expected, rel
+        seen[expected] = dataset
+    for name, dataset in seen.items():
+        _, idx = load_class_names(name)
+        assert max(idx) + 1 == BENCHMARKS[dataset].num_classes, name
+    assert set(own.values()) <= set(seen)

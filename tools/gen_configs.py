@@ -19,7 +19,8 @@ which itself sits on the dataset config. Protocol choices (see PROTOCOLS for the
 * FSA-ProxyCLIP: the released FSA configs (the dataset configs as they are).
 * ProxyCLIP without FSA: ProxyCLIP's released configs (a few background thresholds, Cityscapes' stride).
 * SCLIP, ClearCLIP, NACLIP (with and without FSA): each method's released configs and segmentor defaults
-  (window/stride, logit scale, background threshold, short side; NACLIP also PAMR and whole-image VOC).
+  (window/stride, logit scale, background threshold, short side, class-name files where theirs differ from
+  FSA's; NACLIP also PAMR and whole-image VOC).
 * vanilla CLIP and MaskCLIP: no published protocol on these benchmarks; the released FSA protocol.
 
 FSA's lamda follows the released ``hyper_param.txt``: 3.0 for ViT-B/16 and ViT-L/14, 2.3 for ViT-H/14,
@@ -94,35 +95,38 @@ def _protocol(common: dict, per_dataset: Dict[str, dict], short_side: Dict[str, 
 
 # Sources: the released code of each method (config files cfg_{dataset}.py + segmentor defaults).
 PROTOCOL_SOURCES = {
-    "sclip": "SCLIP (Wang et al., ECCV 2024), github.com/wangf3014/SCLIP: configs/cfg_*.py and "
-             "CLIPForSegmentation's defaults (224/112 window, logit scale 40, no PAMR)",
-    "clearclip": "ClearCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ClearCLIP: configs/cfg_*.py and "
-                 "ClearCLIPSegmentation's defaults (448/224 window, logit scale 50, short side 448)",
-    "naclip": "NACLIP (Hajimiri et al., WACV 2025), github.com/sinahmr/NACLIP: configs/cfg_*.py, NACLIP's "
-              "defaults (224/112 window, logit scale 40, Gaussian std 5) and the main-results run "
-              "(test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 and 16)",
+    "sclip": "SCLIP (Wang et al., ECCV 2024), github.com/wangf3014/SCLIP: configs/cfg_*.py, its class-name "
+             "files configs/cls_*.txt and CLIPForSegmentation's defaults (224/112 window, logit scale 40, no PAMR)",
+    "clearclip": "ClearCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ClearCLIP: configs/cfg_*.py, its "
+                 "class-name files configs/cls_*.txt and ClearCLIPSegmentation's defaults (448/224 window, logit "
+                 "scale 50, short side 448)",
+    "naclip": "NACLIP (Hajimiri et al., WACV 2025), github.com/sinahmr/NACLIP: configs/cfg_*.py, its class-name "
+              "files configs/cls_*.txt, NACLIP's defaults (224/112 window, logit scale 40, Gaussian std 5) and the "
+              "main-results run (test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 and 16)",
     "proxyclip": "ProxyCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ProxyCLIP: configs/cfg_*.py and "
                  "ProxyCLIPSegmentation's defaults (336/112 window, logit scale 40)",
 }
 PROTOCOLS: Dict[str, Dict[str, Protocol]] = {
     "sclip": _protocol(
         dict(base_method="sclip", vfm=None, slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0),
-        {"voc21": dict(logit_scale=65.0, prob_thd=0.1),
+        {"voc21": dict(logit_scale=65.0, prob_thd=0.1, name_path="sclip_voc21"),
+         "voc20": dict(name_path="sclip_voc20"),
          "context60": dict(logit_scale=50.0, prob_thd=0.1),
-         "coco_object": dict(logit_scale=50.0, prob_thd=0.1)},
+         "coco_object": dict(logit_scale=50.0, prob_thd=0.1, name_path="sclip_coco_object")},
         {name: {"coco_stuff164k": 448, "cityscapes": 560}.get(name, 336) for name in DATASETS},
         {"voc21": ("SCLIP's area_thd=0.1 (small predicted classes sent to background) is not implemented.",)}),
     "clearclip": _protocol(
         dict(base_method="clearclip", vfm=None, slide_crop=448, slide_stride=224, logit_scale=50.0,
              prob_thd=0.0),
-        {"voc21": dict(prob_thd=0.5), "context60": dict(prob_thd=0.15), "coco_object": dict(prob_thd=0.4),
-         "cityscapes": dict(slide_crop=224)},
+        {"voc21": dict(prob_thd=0.5, name_path="clearclip_voc21"), "context60": dict(prob_thd=0.15),
+         "coco_object": dict(prob_thd=0.4, name_path="clearclip_coco_object"), "cityscapes": dict(slide_crop=224)},
         {name: 448 for name in DATASETS}),
     "naclip": _protocol(
         dict(base_method="naclip", vfm=None, slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0,
              pamr=True, pamr_steps=10, pamr_dilations=(8, 16)),
-        {"voc21": dict(prob_thd=0.1, slide_crop=0), "voc20": dict(slide_crop=0),
-         "context60": dict(prob_thd=0.1), "coco_object": dict(prob_thd=0.1)},
+        {"voc21": dict(prob_thd=0.1, slide_crop=0, name_path="naclip_voc21"),
+         "voc20": dict(slide_crop=0, name_path="naclip_voc20"),
+         "context60": dict(prob_thd=0.1), "coco_object": dict(prob_thd=0.1, name_path="naclip_coco_object")},
         {name: 560 if name == "cityscapes" else 336 for name in DATASETS}),
     "proxyclip": _protocol(
         dict(base_method="proxyclip", slide_crop=336, slide_stride=112, logit_scale=40.0, prob_thd=0.0),
