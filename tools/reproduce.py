@@ -17,7 +17,10 @@ Writes ``WORK_DIR/table.md`` and ``WORK_DIR/table.csv`` (default WORK_DIR:
 ``work_dirs/reproduce/<method>[_<vfm>]_<backbone>``): rows method and method + FSA, each as ``ours`` /
 ``paper`` / ``diff`` (ours - paper); columns the benchmarks in the paper's order and their average (only when
 every benchmark of the row has a number). Published numbers and their sources come from
-``fsa_seg/published_results.py`` (or ``--published``); unknown ones stay empty, never guessed.
+``fsa_seg/published_results.py`` (or ``--published``); unknown ones stay empty, never guessed. Each row is
+compared with the first published entry whose settings its config has (e.g. NACLIP's configs use PAMR, so they
+are compared with NACLIP's run with PAMR); the table's notes say whether that number is the paper's own, a
+re-run or a reprint, and list the other published numbers of the row.
 
 Exit codes: 0 table written, 1 some runs failed (their cells are empty), 2 bad input (one-line message).
 """
@@ -77,10 +80,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 class Row:
     """One table row (the method, or the method + FSA): runs and published numbers."""
 
-    def __init__(self, fsa: bool, title: str, entry: Optional[dict]) -> None:
+    def __init__(self, fsa: bool, title: str, entry: Optional[dict] = None) -> None:
         self.fsa = fsa
         self.title = title
         self.entry = entry
+        self.others: List[dict] = []  # the row's other published entries (listed, not compared)
+        self.model: Optional[dict] = None  # model config of the row's runs (selects the entry)
         self.ours: Dict[str, Optional[float]] = {}
         self.runs: Dict[str, str] = {}
 
@@ -126,12 +131,15 @@ def _fmt(value: Optional[float], kind: str) -> str:
 def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str], data: dict,
                 notes: List[str]) -> Dict[str, str]:
     from fsa_seg.benchmarks import get_benchmark
+    from fsa_seg.published_results import describe_entry, entry_numbers, settings_mismatch
 
     numbers = table_rows(rows, datasets)
     columns = list(datasets) + ["avg"]
     head = [get_benchmark(ds).column for ds in datasets] + ["Avg"]
     md = [f"# {title}: ours vs published (mIoU, %)", "",
-          "`ours`: this repository's results.json; `paper`: published number (source below); "
+          "`ours`: this repository's results.json; `paper`: the published number compared with (below: its "
+          "source and kind: [paper] the method's own paper, [re-run] a run of the released code reported "
+          "elsewhere, [reprint] another work's table); "
           "`diff`: ours - paper. Empty: not evaluated / not published or not transcribed. "
           "Avg: mean over the columns, only when every column has a number (paper: the published average "
           "when the table has all eight benchmarks).", "",
@@ -151,8 +159,14 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
     if paper:
         md.append(f"- Paper: {paper}")
     for row in rows:
-        source = (row.entry or {}).get("source") or "no entry in the published-results file"
-        md.append(f"- {row.title}: {source}")
+        md.append(f"- {row.title}: " + (describe_entry(row.entry) if row.entry else
+                                        "no entry in the published-results file fits this run"))
+        for other in row.others:
+            differs = settings_mismatch(other, row.model)
+            why = f"setting {', '.join(differs)}" if differs else "an earlier entry fits this run"
+            md.append(f"  - also published, not compared ({why}): {describe_entry(other)}: "
+                      f"{entry_numbers(other, datasets)}")
+    runs_at = len(md)
     md += ["", "Runs:", ""]
     for row in rows:
         for ds in datasets:
@@ -166,7 +180,7 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
         writer = csv.DictWriter(f, fieldnames=["method", "fsa", "row", *columns, "source"])
         writer.writeheader()
         writer.writerows(csv_rows)
-    print("\n".join(md[: 6 + 3 * len(rows)]))
+    print("\n".join(md[:runs_at]))
     return {"markdown": md_path, "csv": csv_path}
 
 
@@ -176,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from fsa_seg.benchmarks import check_benchmarks, paper_benchmarks
     from fsa_seg.experiments import find_config, method_title, parse_data_roots, read_results
     from fsa_seg.last_block import list_base_methods
-    from fsa_seg.published_results import find_entry, load_published
+    from fsa_seg.published_results import find_entry, load_published, matching_entries
     from fsa_seg.vfm import list_vfms
     from fsa_seg.weights import WeightsUnavailableError
 
@@ -192,8 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         roots = parse_data_roots(args.data_root)
         data = load_published(args.published)
         title = method_title(args.method, vfm)
-        rows = [Row(fsa, title + (" + FSA" if fsa else ""), find_entry(data, args.method, vfm, args.backbone, fsa))
-                for fsa in (False, True)]
+        rows = [Row(fsa, title + (" + FSA" if fsa else "")) for fsa in (False, True)]
         from fsa_seg.experiments import backbone_tag
         work_dir = args.work_dir or osp.join("work_dirs", "reproduce",
                                              f"{args.method}{'_' + vfm if vfm else ''}_{backbone_tag(args.backbone)}")
@@ -212,13 +225,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                          if k.startswith("model.")) + ")"
                                                if how == "fallback" else "")
                 jobs.append((row, ds, config, options, run_dir))
-                if not args.from_results:
+                if row.model is None or not args.from_results:
                     cfg = tool.load_config(config, options)
+                    row.model = row.model or cfg.model
+                if not args.from_results:
                     try:
                         tool.check_options(cfg, options)
                     except KeyError as err:
                         raise ValueError(err.args[0]) from None
                     check_data_root(cfg.test_dataloader.dataset)
+        for row in rows:  # the published entry each row is compared with, by its runs' model settings
+            row.entry = find_entry(data, args.method, vfm, args.backbone, row.fsa, row.model)
+            row.others = [e for e in matching_entries(data, args.method, vfm, args.backbone, row.fsa)
+                          if e is not row.entry]
     except (FileNotFoundError, ValueError, WeightsUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
