@@ -141,6 +141,13 @@ PUBLISHED: Dict[str, Any] = {
         _entry("naclip", "ViT-L-14", "reprint", source=f"NACLIP, CLIP ViT-L/14, in the {_RESCLIP}",
                note="PAMR not stated (NACLIP's paper table is without PAMR)",
                miou=_row(52.2, 28.7, 29.9, 78.7, 32.1, 21.4, 31.4, 17.3)),
+        # --- SAM3 (its own model; no CLIP backbone) ------------------------------------------------------------
+        _entry("sam3", None, "paper",
+               source="SAM 3: Segment Anything with Concepts (Carion et al., arXiv:2511.16719), semantic "
+                      "segmentation results, as quoted in issue 12 of this repository (the table was not read here)",
+               note="SAM3's own semantic-segmentation evaluation; configs/sam3_*.py are this repository's "
+                    "training-free use of SAM3, not necessarily the paper's protocol",
+               miou={"ade847": 13.8, "context59": 60.8, "cityscapes": 65.2}),
     ],
 }
 

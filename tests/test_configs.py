@@ -16,14 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 NATIVE = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 VFMS = ("sam", "dino", "dinov2", "mae")
-DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "cityscapes", "ade20k")
+DATASETS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "cityscapes", "ade20k",
+            "ade847", "context459")
+N_METHOD_CONFIGS = len(DATASETS) * (5 * 2 * 3 + 4 * 2 * 3) + 1  # native, proxyclip (4 proxies), alias: 541
 BACKBONES = {"vit-b16": ("ViT-B-16", "openai"), "vit-l14": ("ViT-L-14", "openai"),
              "vit-h14": ("ViT-H-14", "laion2b_s32b_b79k")}
 
 # The released protocols, transcribed from each method's repository (configs/cfg_*.py + segmentor defaults).
 FSA_RELEASE = dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.14, "coco_object": 0.3},
-                   short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
-                   slide_by_dataset={"cityscapes": (224, 80)})
+                   short={"cityscapes": 448, "ade20k": 448, "ade847": 448, "context459": 448}, short_default=336,
+                   pamr=False, slide_by_dataset={"cityscapes": (224, 80)})
 PUBLISHED = {
     "sclip": dict(slide=(224, 112), logit=40.0,
                   logit_by_dataset={"voc21": 65.0, "context60": 50.0, "coco_object": 50.0},
@@ -38,8 +40,8 @@ PUBLISHED = {
                    slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)},
                    names={"voc21": "naclip_voc21", "voc20": "naclip_voc20", "coco_object": "naclip_coco_object"}),
     "proxyclip": dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.15, "coco_object": 0.25},
-                      short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
-                      slide_by_dataset={"cityscapes": (224, 112)}),
+                      short={"cityscapes": 448, "ade20k": 448, "ade847": 448, "context459": 448},
+                      short_default=336, pamr=False, slide_by_dataset={"cityscapes": (224, 112)}),
     "vanilla": FSA_RELEASE,
     "maskclip": FSA_RELEASE,
     "fsa_proxyclip": FSA_RELEASE,
@@ -79,7 +81,7 @@ def test_committed_configs_equal_the_generator_output():
 
 
 def test_every_config_loads(all_configs):
-    assert len(all_configs) >= 433
+    assert len(all_configs) >= N_METHOD_CONFIGS
     for rel, cfg in all_configs.items():
         assert "model" in cfg and "type" in cfg.model, rel
         assert cfg.test_dataloader.dataset.type, rel
@@ -132,7 +134,7 @@ def test_key_values_of_every_method_config(all_configs):
             assert model.pamr_steps == 10 and tuple(model.pamr_dilations) == (8, 16), rel
         assert model.random_weights is False and model.base_method_cfg == {}, rel
         checked += 1
-    assert checked == 433
+    assert checked == N_METHOD_CONFIGS
 
 
 def test_alias_and_switching_keys(all_configs):
@@ -145,7 +147,7 @@ def test_alias_and_switching_keys(all_configs):
 def test_list_configs_filters(capsys, monkeypatch):
     tool = load_tool("list_configs")
     rows = tool.collect()
-    assert len(rows) >= 433 and all(set(r) == set(tool.COLUMNS) for r in rows)
+    assert len(rows) >= N_METHOD_CONFIGS and all(set(r) == set(tool.COLUMNS) for r in rows)
     monkeypatch.setattr(tool, "collect", lambda: rows)  # parse once for the calls below
     assert tool.main(["--method", "sclip", "--fsa", "on", "--backbone", "vit-b16", "--paths"]) == 0
     paths = capsys.readouterr().out.split()
@@ -183,3 +185,22 @@ def test_each_method_names_its_own_class_files(all_configs):
         _, idx = load_class_names(name)
         assert max(idx) + 1 == BENCHMARKS[dataset].num_classes, name
     assert set(own.values()) <= set(seen)
+
+
+def test_ade847_and_context459_configs(all_configs):
+    """Every method has configs on the two large-vocabulary benchmarks; FSA-ProxyCLIP's follow the released
+    cfg_ade847.py / cfg_context459.py; list_configs names them by benchmark."""
+    for dataset, loader in (("ade847", "LoadUInt16Annotations"), ("context459", "LoadUInt16Annotations")):
+        cfg = all_configs[f"fsa_proxy_dino_{dataset}.py"]
+        assert cfg.model.name_path == dataset and cfg.model.prob_thd == 0.0 and cfg.model.vfm == "dino"
+        assert (cfg.model.slide_crop, cfg.model.slide_stride) == (336, 112) and _resize_short_side(cfg) == 448
+        assert [s["type"] for s in cfg.test_dataloader.dataset.pipeline][2] == loader
+        assert cfg.test_evaluator.ignore_index == 65535
+        for method in NATIVE:
+            for prefix in ("", "fsa_"):
+                assert f"{method}/{prefix}{method}_vit-l14_{dataset}.py" in all_configs
+        for prefix in ("", "fsa_"):
+            assert f"{prefix}sam3_{dataset}.py" in all_configs
+    tool = load_tool("list_configs")
+    datasets = tool.dataset_names(str(CONFIGS))
+    assert datasets["ADE20K847Dataset"] == "ade847" and datasets["PascalContext459Dataset"] == "context459"

@@ -222,3 +222,11 @@ def test_published_averages_match_their_cells():
         if entry["avg"] is not None:
             digits = len(str(entry["avg"]).split(".")[1])
             assert abs(sum(values) / 8 - entry["avg"]) <= 0.5 * 10 ** -digits + 1e-9, entry["source"]
+
+
+def test_sam3_published_numbers():
+    (entry,) = [e for e in PUBLISHED["entries"] if e["method"] == "sam3"]
+    assert entry["backbone"] is None and entry["fsa"] is False and entry["kind"] == "paper"
+    assert {ds: cell(entry, ds)[0] for ds in BENCHMARKS if cell(entry, ds)[0] is not None} == {
+        "ade847": 13.8, "context59": 60.8, "cityscapes": 65.2}
+    assert "arXiv:2511.16719" in entry["source"]
