@@ -145,6 +145,7 @@ def test_dino_proxy_features_equal_released_pipeline():
     vit = proxy.vit
     assert isinstance(proxy, TimmViTFeatures) and proxy.pos_embed == "dino"
     assert vit.pos_embed.shape == (1, 785, 768)  # the 28 x 28 checkpoint grid, not resampled at build time
+    assert isinstance(vit.norm, torch.nn.LayerNorm)  # dino's get_intermediate_layers ends with its norm
     with torch.no_grad():
         vit.pos_embed.copy_(sincos_pos_embed(28, 768))
         img = torch.randn(1, 3, 96, 112)
@@ -190,6 +191,7 @@ def test_mae_proxy_features_equal_released_pipeline():
     vit = proxy.vit
     assert proxy.pos_embed == "mae" and proxy.resize_to == 256
     assert vit.pos_embed.shape == (1, 197, 768)  # the 14 x 14 checkpoint grid, kept
+    assert isinstance(vit.norm, torch.nn.LayerNorm)  # models_vit (global_pool=False) ends with norm
     with torch.no_grad():
         vit.pos_embed.copy_(sincos_pos_embed(14, 768))
         checkpoint = {k: v.clone() for k, v in vit.state_dict().items()}
