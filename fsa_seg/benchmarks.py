@@ -8,7 +8,10 @@ benchmark is one :class:`Benchmark` entry (:func:`register_benchmark`), one data
 (``configs/_base_/datasets/<name>.py``) and one class-name file (README, "Extending").
 
 The eight benchmarks of FSA (ICCV 2025) and its bases, in the column order of the paper's tables:
-VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes, ADE20K.
+VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes, ADE20K. Then two more that the
+recent literature and SAM3 report (``paper_table=False``): ADE20K-847 (ADE20K-full) and PASCAL-Context-459,
+prepared as CAT-Seg does (github.com/KU-CVLAB/CAT-Seg ``datasets/``: 16-bit TIFF masks, 65535 = unlabeled),
+the layout the released FSA and ProxyCLIP configs (``cfg_ade847.py``, ``cfg_context459.py``) read.
 
 Pure Python: importing this module needs neither torch nor mmseg.
 """
@@ -49,6 +52,7 @@ class Benchmark:
     short_side: int             # test resize short side of the released FSA protocol (long side <= 2048)
     converter: str              # command line that prepares it from its public download
     paper_table: bool = True    # one of the eight benchmarks of the paper's tables
+    ignore_index: int = 255     # mask value that is not evaluated (65535 for the 16-bit masks of 459/847 classes)
 
     @property
     def config(self) -> str:
@@ -62,7 +66,7 @@ class Benchmark:
 
     @property
     def max_raw_label(self) -> int:
-        """Largest class value a raw mask file may hold (255 = ignore is always allowed).
+        """Largest class value a raw mask file may hold (``ignore_index`` is always allowed).
 
         With ``reduce_zero_label`` the file stores classes as 1..N and 0 (ignored).
         """
@@ -171,6 +175,20 @@ for _bench in (
               img_dir="images/validation", mask_dir="annotations/validation", img_suffix=".jpg",
               mask_suffix=".png", ann_file=None, num_classes=150, background=False, reduce_zero_label=True,
               expected_images=2000, short_side=448, converter="tools/dataset_converters/ade20k.py"),
+    # Not in the paper's tables. Short side 448, as the released FSA/ProxyCLIP cfg_ade847.py/cfg_context459.py.
+    Benchmark(name="ade847", title="ADE20K-847 (ADE20K-full, 847 classes)", column="ADE-847",
+              aliases=("ade20k_full", "ade_full"), dataset_type="ADE20K847Dataset", class_names="ade847",
+              data_root="data/ADE20K_2021_17_01", img_dir="images_detectron2/validation",
+              mask_dir="annotations_detectron2/validation", img_suffix=".jpg", mask_suffix=".tif",
+              ann_file="validation.txt", num_classes=847, background=False, reduce_zero_label=False,
+              expected_images=2000, short_side=448, converter="tools/dataset_converters/ade847.py",
+              paper_table=False, ignore_index=65535),
+    Benchmark(name="context459", title="PASCAL-Context (459 classes)", column="Context459", aliases=("pc459",),
+              dataset_type="PascalContext459Dataset", class_names="context459", data_root="data/VOCdevkit/VOC2010",
+              img_dir="JPEGImages", mask_dir="annotations_detectron2/pc459_val", img_suffix=".jpg",
+              mask_suffix=".tif", ann_file="ImageSets/SegmentationContext/val.txt", num_classes=459,
+              background=False, reduce_zero_label=False, expected_images=5105, short_side=448,
+              converter="tools/dataset_converters/pascal_context459.py", paper_table=False, ignore_index=65535),
 ):
     register_benchmark(_bench)
 del _bench

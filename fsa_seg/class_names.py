@@ -7,7 +7,12 @@ score counts for the class of its line. VOC21 and COCO-Object put many backgroun
 synonyms (sky, wall, ...) on line 1 (class 0, background).
 
 Builtin names (``voc21``, ``ade20k``, ...) resolve to the files packaged in
-``fsa_seg/class_names/``; anything else is read as a file path.
+``fsa_seg/class_names/``; anything else is read as a file path. Each packaged file is a
+transcription of a released file, named in :data:`CLASS_NAME_SOURCES`: ``<benchmark>.txt``
+are FSA's (and ProxyCLIP's), ``<method>_<benchmark>.txt`` a base method's own file where it
+differs from FSA's (SCLIP's, NACLIP's and ClearCLIP's configs use them). Their separators are
+written as ``; `` here: SCLIP's and NACLIP's loaders split on ``', '`` and ClearCLIP's on
+``','``, so their synonyms are the same words.
 """
 from __future__ import annotations
 
@@ -16,6 +21,37 @@ from pathlib import Path
 from typing import List, Tuple, Union
 
 CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
+
+# Released repositories at the commits the files were transcribed from (the files themselves are older).
+_FSA = 'github.com/chi-chi-zx/FSA @ dbd2da587893850feb1a71c901afcd0d3886b6df'
+_SCLIP = 'github.com/wangf3014/SCLIP @ b56bd3014b9e8a3ee3450bcfc53700a67d627b7a'
+_NACLIP = 'github.com/sinahmr/NACLIP @ 0cac3a651f753b11315ea799cfbfabf79da1bd76'
+_CLEARCLIP = 'github.com/mc-lan/ClearCLIP @ ad68a404d55d48d27330b93554eb64a234ff717f'
+_SAME_AS_PROXYCLIP = ('; identical in github.com/mc-lan/ProxyCLIP @ e7b767fbc58ea218a3b8ba34cd92db521cc5f2e1')
+_COMMA_SEPARATED = "; its ', ' separators written as '; '"
+
+#: builtin name -> the released file it transcribes (repository @ commit, path; what was changed).
+CLASS_NAME_SOURCES = {
+    'voc21': f'{_FSA}, configs/cls_voc21.txt{_SAME_AS_PROXYCLIP}',
+    'voc20': f'{_FSA}, configs/cls_voc20.txt{_SAME_AS_PROXYCLIP}',
+    'context60': f'{_FSA}, configs/cls_context60.txt{_SAME_AS_PROXYCLIP}; trailing space of "wood " dropped',
+    'context59': f'{_FSA}, configs/cls_context59.txt{_SAME_AS_PROXYCLIP}',
+    'coco_object': f'{_FSA}, configs/cls_coco_object.txt{_SAME_AS_PROXYCLIP}',
+    'coco_stuff': f'{_FSA}, configs/cls_coco_stuff.txt{_SAME_AS_PROXYCLIP}',
+    'cityscapes': f'{_FSA}, configs/cls_city_scapes.txt{_SAME_AS_PROXYCLIP}',
+    'ade20k': f'{_FSA}, configs/cls_ade20k.txt{_SAME_AS_PROXYCLIP}',
+    'ade847': f'{_FSA}, configs/cls_ade20k847.txt{_SAME_AS_PROXYCLIP}; one query per line (commas '
+              'inside a line are part of the name, as FSA splits on "; ")',
+    'context459': f'{_FSA}, configs/cls_context459.txt{_SAME_AS_PROXYCLIP}; CRLF line ends written as LF',
+    'sclip_voc21': f'{_SCLIP}, configs/cls_voc21.txt{_COMMA_SEPARATED}',
+    'sclip_voc20': f'{_SCLIP}, configs/cls_voc20.txt{_COMMA_SEPARATED}',
+    'sclip_coco_object': f'{_SCLIP}, configs/cls_coco_object.txt{_COMMA_SEPARATED}',
+    'naclip_voc21': f'{_NACLIP}, configs/cls_voc21.txt{_COMMA_SEPARATED}',
+    'naclip_voc20': f'{_NACLIP}, configs/cls_voc20.txt{_COMMA_SEPARATED}',
+    'naclip_coco_object': f'{_NACLIP}, configs/cls_coco_object.txt{_COMMA_SEPARATED}',
+    'clearclip_voc21': f'{_CLEARCLIP}, configs/cls_voc21.txt',
+    'clearclip_coco_object': f'{_CLEARCLIP}, configs/cls_coco_object.txt',
+}
 
 PathLike = Union[str, 'os.PathLike[str]']
 

@@ -1,6 +1,7 @@
 """What ``tools/check_data.py`` reports: for each benchmark, whether its folders exist, how many validation images
 and masks there are, images without a mask, the label values of a sample of masks against the values the
-benchmark allows (its classes and 255), and the problems found. Needs numpy and Pillow only (mmengine
+benchmark allows (its classes and its ignore value: 255, or 65535 for the 16-bit masks of ADE20K-847 and
+PASCAL-Context-459), and the problems found. Needs numpy and Pillow only (mmengine
 for ``from_configs``)."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .benchmarks import BENCHMARKS, REPO_ROOT, Benchmark
-from .converters.common import IGNORE, list_files, load_label, read_split, strip_suffix
+from .converters.common import list_files, load_label, read_split, strip_suffix
 
 
 @dataclass
@@ -102,7 +103,7 @@ def _check_masks(spec: Benchmark, img_dir: str, mask_dir: str, stems: Sequence[s
     if bad_size:
         report.problems.append(f'{len(bad_size)} masks differ in size from their image '
                                f'(first: {bad_size[0]})')
-    unexpected = [v for v in report.labels_seen if v > spec.max_raw_label and v != IGNORE]
+    unexpected = [v for v in report.labels_seen if v > spec.max_raw_label and v != spec.ignore_index]
     if unexpected:
         report.problems.append(f'unexpected label values {compact(unexpected)} '
                                f'(allowed {report.allowed}); masks not converted?')
@@ -111,7 +112,7 @@ def _check_masks(spec: Benchmark, img_dir: str, mask_dir: str, stems: Sequence[s
 def check_benchmark(spec: Benchmark, root: str, max_masks: int = 50) -> Report:
     """Inspect one benchmark whose data root is ``root``."""
     report = Report(name=spec.name, title=spec.title, data_root=root,
-                    allowed=f'0-{spec.max_raw_label},{IGNORE}')
+                    allowed=f'0-{spec.max_raw_label},{spec.ignore_index}')
     img_dir, mask_dir = osp.join(root, spec.img_dir), osp.join(root, spec.mask_dir)
     for path, what in ((root, 'data root'), (img_dir, 'image folder'),
                        (mask_dir, 'annotation folder')):

@@ -9,6 +9,20 @@ to patch features ``[B, C, H, W]`` whose pairwise similarities become ProxyCLIP'
 | dino   | DINO ViT-B/8                       | the crop                    | timm hub / local file            |
 | dinov2 | DINOv2 ViT-B/14 with registers     | the crop                    | timm hub / local file            |
 | mae    | MAE ViT-B/16                       | resized to crop x crop      | timm hub / local file            |
+
+Position embeddings follow the released proxy code, not timm's resampling (bicubic with antialiasing, by target
+size), which gives different embeddings for the same grid:
+
+* DINO (``torch.hub`` ``dino_vitb8``, facebookresearch/dino ``vision_transformer.py``,
+  ``interpolate_pos_encoding``): the 28 x 28 checkpoint grid is resized per input with a *scale factor*
+  ``(g + 0.1) / 28`` per side (g = input side // 8), bicubic, no antialiasing; unchanged only when the grid has
+  28 x 28 tokens and the input is square. The CLS embedding is kept.
+* MAE (the released ``mae/pos_embed.py::interpolate_pos_embed`` on the 224-pixel checkpoint): the 14 x 14 grid
+  is resized once to the crop's grid (crop // 16 per side) *by size*, bicubic, ``align_corners=False``, no
+  antialiasing; the CLS embedding is kept.
+* DINOv2 keeps timm's own path (it matches the released DINOv2 proxy).
+
+The resize is computed in float32 (float64 for float64 weights) and cast to the weights' dtype.
 """
 from __future__ import annotations
 
@@ -48,22 +62,107 @@ class SAMImageFeatures(ProxyFeatures):
         return self.image_encoder(img.to(self.image_encoder.patch_embed.proj.weight.dtype))
 
 
-class TimmViTFeatures(ProxyFeatures):
-    """Normalised patch tokens of the last block of a timm ViT (prefix tokens dropped)."""
+PosEmbedResize = Callable[[Tensor, Tuple[int, int], Tuple[int, int]], Tensor]
+"""``(pos_embed [1, 1 + n*n, C] incl. CLS, token grid (gh, gw), input size (H, W)) -> [1, 1 + gh*gw, C]``."""
 
-    def __init__(self, vit: nn.Module, resize_to: Optional[int] = None) -> None:
+
+def _resize_dtype(pos_embed: Tensor) -> torch.dtype:
+    return torch.float64 if pos_embed.dtype == torch.float64 else torch.float32
+
+
+def _split_square_grid(pos_embed: Tensor) -> Tuple[Tensor, Tensor, int]:
+    """CLS embedding [1, 1, C], patch embeddings as a map [1, C, n, n], and n."""
+    n = int(round((pos_embed.shape[1] - 1) ** 0.5))
+    if n * n != pos_embed.shape[1] - 1:
+        raise ValueError(f"position embedding of {pos_embed.shape[1] - 1} patch tokens is not a square grid")
+    grid = pos_embed[:, 1:].to(_resize_dtype(pos_embed))
+    return pos_embed[:, :1], grid.reshape(1, n, n, -1).permute(0, 3, 1, 2), n
+
+
+def _join(cls_embed: Tensor, grid: Tensor, dtype: torch.dtype) -> Tensor:
+    return torch.cat([cls_embed, grid.permute(0, 2, 3, 1).flatten(1, 2).to(dtype)], dim=1)
+
+
+def dino_pos_embed(pos_embed: Tensor, grid: Tuple[int, int], image_size: Tuple[int, int]) -> Tensor:
+    """DINO's ``interpolate_pos_encoding`` (Caron et al., ICCV 2021; facebookresearch/dino): bicubic resampling
+    with the scale factor ``(g + 0.1) / n`` per side, which also sets the sampling positions, no antialiasing.
+
+    Kept as it is only when the token count matches and the *input* is square, as in the released check.
+    """
+    cls_embed, patches, n = _split_square_grid(pos_embed)
+    if grid[0] * grid[1] == n * n and image_size[0] == image_size[1]:
+        return pos_embed
+    # The + 0.1 makes floor(n * scale) == g despite rounding (facebookresearch/dino issue 8).
+    scale = ((grid[0] + 0.1) / n, (grid[1] + 0.1) / n)
+    resized = F.interpolate(patches, scale_factor=scale, mode="bicubic", align_corners=False)
+    if tuple(resized.shape[-2:]) != tuple(grid):
+        raise ValueError(f"DINO position embedding resized to {tuple(resized.shape[-2:])}, expected {grid}")
+    return _join(cls_embed, resized, pos_embed.dtype)
+
+
+def mae_pos_embed(pos_embed: Tensor, grid: Tuple[int, int], image_size: Tuple[int, int]) -> Tensor:
+    """The released MAE proxy (He et al., CVPR 2022; ``mae/pos_embed.py::interpolate_pos_embed`` in ProxyCLIP and
+    FSA): the checkpoint's square grid resized to the target grid by size, bicubic, ``align_corners=False``, no
+    antialiasing; CLS kept. The released model is square (``img_size=slide_crop``) and sees crops resized to it."""
+    cls_embed, patches, n = _split_square_grid(pos_embed)
+    if tuple(grid) == (n, n):
+        return pos_embed
+    resized = F.interpolate(patches, size=tuple(grid), mode="bicubic", align_corners=False)
+    return _join(cls_embed, resized, pos_embed.dtype)
+
+
+POS_EMBED_RESIZES: Dict[str, Optional[PosEmbedResize]] = {
+    "timm": None,          # timm's own resampling inside forward_features
+    "dino": dino_pos_embed,
+    "mae": mae_pos_embed,
+}
+
+
+class TimmViTFeatures(ProxyFeatures):
+    """Normalised patch tokens of the last block of a timm ViT (prefix tokens dropped).
+
+    ``pos_embed``: a key of :data:`POS_EMBED_RESIZES`. ``'timm'`` runs timm's ``forward_features``; otherwise
+    the tokens are built here (patch embedding, CLS, the given position-embedding resize) and go through timm's
+    own blocks and final norm, as the released proxies do.
+    """
+
+    def __init__(self, vit: nn.Module, resize_to: Optional[int] = None, pos_embed: str = "timm") -> None:
         super().__init__()
+        if pos_embed not in POS_EMBED_RESIZES:
+            raise ValueError(f"unknown pos_embed resize '{pos_embed}'; choose one of {list(POS_EMBED_RESIZES)}")
         self.vit = vit
         self.resize_to = resize_to
+        self.pos_embed = pos_embed
         ps = vit.patch_embed.patch_size
         self.patch = ps[0] if isinstance(ps, (tuple, list)) else int(ps)
         self.patch_multiple = 1 if resize_to else self.patch
+        if POS_EMBED_RESIZES[pos_embed] is not None:
+            # The own token path covers the plain layout only: one CLS token, its embedding inside pos_embed.
+            if (getattr(vit, "cls_token", None) is None or getattr(vit, "reg_token", None) is not None
+                    or getattr(vit, "no_embed_class", False) or vit.num_prefix_tokens != 1
+                    or not getattr(vit, "dynamic_img_size", False)):
+                raise ValueError(f"pos_embed '{pos_embed}' needs a timm ViT with one CLS token, no registers, "
+                                 "class position embedding and dynamic_img_size=True")
+
+    def _tokens(self, img: Tensor) -> Tensor:
+        vit = self.vit
+        x = vit.patch_embed(img)  # [B, gh, gw, C] (dynamic_img_size: NHWC, the grid floors partial patches)
+        batch, gh, gw, dim = x.shape
+        pos = POS_EMBED_RESIZES[self.pos_embed](vit.pos_embed, (gh, gw), (img.shape[-2], img.shape[-1]))
+        x = torch.cat([vit.cls_token.expand(batch, -1, -1), x.reshape(batch, gh * gw, dim)], dim=1)
+        x = vit.pos_drop(x + pos.to(x.dtype))
+        x = vit.norm_pre(vit.patch_drop(x))
+        return vit.norm(vit.blocks(x))
 
     def forward(self, img: Tensor) -> Tensor:
         if self.resize_to:
             img = F.interpolate(img, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False)
         grid = (img.shape[-2] // self.patch, img.shape[-1] // self.patch)
-        tokens = self.vit.forward_features(img.to(self.vit.patch_embed.proj.weight.dtype))
+        img = img.to(self.vit.patch_embed.proj.weight.dtype)
+        if POS_EMBED_RESIZES[self.pos_embed] is None:
+            tokens = self.vit.forward_features(img)
+        else:
+            tokens = self._tokens(img)
         tokens = tokens[:, self.vit.num_prefix_tokens:]
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
 
@@ -97,12 +196,15 @@ def build_sam(checkpoint: Optional[str] = None, random_weights: bool = False, cr
     return SAMImageFeatures(sam.image_encoder)
 
 
-def _timm_builder(timm_name: str, label: str, resize_to_crop: bool) -> Callable[..., ProxyFeatures]:
+def _timm_builder(timm_name: str, label: str, resize_to_crop: bool, pos_embed: str = "timm"
+                  ) -> Callable[..., ProxyFeatures]:
     def build(checkpoint: Optional[str] = None, random_weights: bool = False, crop_size: int = 336) -> ProxyFeatures:
         import timm
 
+        # At the checkpoint's own size: the weights load without resampling, and pos_embed (when not 'timm')
+        # resizes the checkpoint grid as the released code does.
         kwargs = dict(num_classes=0, dynamic_img_size=True)
-        if resize_to_crop:
+        if resize_to_crop and pos_embed == "timm":
             kwargs["img_size"] = crop_size
         if random_weights:
             warn_random_weights(f"the {label} proxy")
@@ -127,7 +229,7 @@ def _timm_builder(timm_name: str, label: str, resize_to_crop: bool) -> Callable[
                     label, f"the HF hub repo '{hub_id}' (cache: ~/.cache/huggingface/hub)",
                     "Run once with network access to fill the cache, or download the weights and pass "
                     "--cfg-options model.vfm_checkpoint=/path/to/file.", err) from err
-        return TimmViTFeatures(vit.eval(), resize_to=crop_size if resize_to_crop else None)
+        return TimmViTFeatures(vit.eval(), resize_to=crop_size if resize_to_crop else None, pos_embed=pos_embed)
 
     build.__doc__ = f"{label} proxy features ({timm_name} in timm)."
     return build
@@ -149,7 +251,7 @@ def _tiny_builder(kind: str) -> Callable[..., ProxyFeatures]:
         from timm.models.vision_transformer import VisionTransformer
 
         return TimmViTFeatures(VisionTransformer(patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0,
-                                                 dynamic_img_size=True))
+                                                 dynamic_img_size=True), pos_embed="dino")
 
     build.__doc__ = f"Tiny random {kind} proxy (tests only)."
     return build
@@ -157,10 +259,10 @@ def _tiny_builder(kind: str) -> Callable[..., ProxyFeatures]:
 
 VFM_REGISTRY: Dict[str, Callable[..., ProxyFeatures]] = {
     "sam": build_sam,
-    "dino": _timm_builder("vit_base_patch8_224.dino", "DINO ViT-B/8", resize_to_crop=False),
+    "dino": _timm_builder("vit_base_patch8_224.dino", "DINO ViT-B/8", resize_to_crop=False, pos_embed="dino"),
     "dinov2": _timm_builder("vit_base_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-B/14 (registers)",
                             resize_to_crop=False),
-    "mae": _timm_builder("vit_base_patch16_224.mae", "MAE ViT-B/16", resize_to_crop=True),
+    "mae": _timm_builder("vit_base_patch16_224.mae", "MAE ViT-B/16", resize_to_crop=True, pos_embed="mae"),
     "tiny-sam": _tiny_builder("sam"),
     "tiny-dino": _tiny_builder("dino"),
 }

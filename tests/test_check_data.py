@@ -85,13 +85,45 @@ def test_report_on_generated_tree(data_tree, tmp_path):
     city = reports['cityscapes']
     assert city['status'] == 'problems' and 'colour (RGB)' in city['problems'][0]
 
-    for name in ('context60', 'context59', 'coco_object', 'coco_stuff164k'):
+    for name in ('context60', 'context59', 'coco_object', 'coco_stuff164k', 'ade847', 'context459'):
         assert reports[name]['status'] == 'missing'
         assert 'data root missing' in reports[name]['problems'][0]
 
     assert 'voc21' in out and 'ade20k: problem: ' in out
     assert 'context60: missing: data root missing' in out
     assert f'2/{len(BENCHMARKS)} benchmarks ready' in out
+
+
+def write_tif_pair(root: Path, img: str, mask: str, values) -> None:
+    (root / img).parent.mkdir(parents=True, exist_ok=True)
+    (root / mask).parent.mkdir(parents=True, exist_ok=True)
+    Image.new('RGB', (len(values), 2), (1, 2, 3)).save(root / img, format='JPEG')
+    Image.fromarray(np.array([values, values], np.uint16)).save(root / mask, format='TIFF')
+
+
+def test_16bit_benchmarks(tmp_path):
+    """ADE20K-847 and PASCAL-Context-459: 16-bit TIFF masks, classes above 255, 65535 = ignore."""
+    ade = tmp_path / 'ADE20K_2021_17_01'
+    write_tif_pair(ade, 'images_detectron2/validation/ADE_val_1.jpg',
+                   'annotations_detectron2/validation/ADE_val_1.tif', [0, 255, 846, 65535])
+    (ade / 'validation.txt').write_text('ADE_val_1\n')
+    voc = tmp_path / 'VOCdevkit' / 'VOC2010'
+    write_tif_pair(voc, 'JPEGImages/2008_000002.jpg', 'annotations_detectron2/pc459_val/2008_000002.tif',
+                   [0, 458, 459, 65535])
+    (voc / 'ImageSets' / 'SegmentationContext').mkdir(parents=True)
+    (voc / 'ImageSets' / 'SegmentationContext' / 'val.txt').write_text('2008_000002\n')
+    report_path = tmp_path / 'report.json'
+    code, out = run(['--data-root', str(tmp_path), '--benchmarks', 'ade847', 'context459',
+                     '--json', str(report_path)])
+    reports = {r['name']: r for r in json.loads(report_path.read_text())}
+    ade_report, pc_report = reports['ade847'], reports['context459']
+    assert (ade_report['status'], ade_report['images'], ade_report['masks']) == ('ready', 1, 1)
+    assert ade_report['labels_seen'] == [0, 255, 846, 65535] and ade_report['allowed'] == '0-846,65535'
+    assert ade_report['notes'] == ['1 images; the full split has 2000']
+    assert pc_report['status'] == 'problems' and pc_report['allowed'] == '0-458,65535'
+    assert 'unexpected label values 459' in pc_report['problems'][0]
+    assert code == 0 and '1/2 benchmarks ready' in out
+    assert 'tools/dataset_converters/ade847.py' in BENCHMARKS['ade847'].converter
 
 
 def test_strict_exit_code(data_tree):

@@ -3,13 +3,26 @@ from pathlib import Path
 
 import pytest
 
-from fsa_seg.class_names import (CLASS_NAME_DIR, list_class_name_files, load_class_names,
-                                 num_classes, parse_class_names)
+from fsa_seg.class_names import (CLASS_NAME_DIR, CLASS_NAME_SOURCES, list_class_name_files,
+                                 load_class_names, num_classes, parse_class_names)
 
 EXPECTED_CLASSES = {
     'voc21': 21, 'voc20': 20, 'context60': 60, 'context59': 59, 'coco_object': 81,
-    'coco_stuff': 171, 'cityscapes': 19, 'ade20k': 150,
+    'coco_stuff': 171, 'cityscapes': 19, 'ade20k': 150, 'ade847': 847, 'context459': 459,
+    'sclip_voc21': 21, 'sclip_voc20': 20, 'sclip_coco_object': 81,
+    'naclip_voc21': 21, 'naclip_voc20': 20, 'naclip_coco_object': 81,
+    'clearclip_voc21': 21, 'clearclip_coco_object': 81,
 }
+# Number of text queries (synonyms) per file, as the released loaders split them.
+EXPECTED_QUERIES = {
+    'voc21': 46, 'voc20': 20, 'coco_object': 97, 'ade847': 847, 'context459': 459,
+    'sclip_voc21': 56, 'sclip_voc20': 30, 'sclip_coco_object': 113,
+    'naclip_voc21': 56, 'naclip_voc20': 30, 'naclip_coco_object': 113,
+    'clearclip_voc21': 21, 'clearclip_coco_object': 81,
+}
+PERSON = ['person', 'person in shirt', 'person in jeans', 'person in dress', 'person in sweater',
+          'person in skirt', 'person in jacket']
+TVMONITOR = ['television monitor', 'tv monitor', 'monitor', 'television', 'screen']
 
 
 # SAM3's own prompts for the same benchmarks (tests/test_sam3_scores.py checks their rules).
@@ -123,3 +136,66 @@ def test_packaged_files_end_with_newline_and_no_trailing_spaces():
         text = path.read_text(encoding='utf-8')
         assert text.endswith('\n') and not text.endswith('\n\n'), path.name
         assert all(line == line.rstrip() for line in text.splitlines()), path.name
+
+
+def _classes(name):
+    """Class index -> its list of queries."""
+    words, idx = load_class_names(name)
+    out = {}
+    for w, i in zip(words, idx):
+        out.setdefault(i, []).append(w)
+    return out
+
+
+def test_every_packaged_file_names_its_source():
+    assert sorted(CLASS_NAME_SOURCES) == list_class_name_files()
+    for name, source in CLASS_NAME_SOURCES.items():
+        assert 'github.com/' in source and ' @ ' in source and 'configs/cls_' in source, name
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED_QUERIES))
+def test_query_counts(name):
+    words, _ = load_class_names(name)
+    assert len(words) == EXPECTED_QUERIES[name]
+
+
+@pytest.mark.parametrize('method', ['sclip', 'naclip'])
+def test_sclip_and_naclip_voc_files_differ_from_fsa_only_in_person_and_tvmonitor(method):
+    for bench, person, tv in (('voc21', 15, 20), ('voc20', 14, 19)):
+        ours, fsa = _classes(f'{method}_{bench}'), _classes(bench)
+        assert ours[person] == PERSON and fsa[person] == ['person']
+        assert ours[tv] == TVMONITOR and fsa[tv] == ['tvmonitor']
+        assert {i for i in fsa if ours[i] != fsa[i]} == {person, tv}
+
+
+@pytest.mark.parametrize('method', ['sclip', 'naclip'])
+def test_sclip_and_naclip_coco_object_file(method):
+    ours, fsa, voc = _classes(f'{method}_coco_object'), _classes('coco_object'), _classes('voc21')
+    assert ours[1] == PERSON + ['body'] and fsa[1] == ['person']
+    # Background: the 26 VOC background words instead of FSA's 17.
+    assert ours[0] == voc[0] and len(ours[0]) == 26 and len(fsa[0]) == 17
+    assert {i for i in fsa if ours[i] != fsa[i]} == {0, 1}
+
+
+def test_clearclip_uses_a_single_background_query():
+    for bench in ('voc21', 'coco_object'):
+        ours, fsa = _classes(f'clearclip_{bench}'), _classes(bench)
+        assert ours[0] == ['background'] and len(fsa[0]) > 1
+        assert {i for i in fsa if ours[i] != fsa[i]} == {0}
+
+
+def test_full_label_sets_are_one_query_per_class():
+    words, idx = load_class_names('ade847')
+    assert idx == list(range(847)) and words[:3] == ['wall', 'building, edifice', 'sky']
+    assert words[-1] == 'adding machine, totalizer, totaliser'
+    words, idx = load_class_names('context459')
+    assert idx == list(range(459)) and words[:3] == ['accordion', 'aeroplane', 'air conditioner']
+    assert words[-1] == 'wool'
+
+
+def test_context459_order_is_the_label_order_of_context59():
+    # PASCAL-Context's 459 label ids (1-based) of the 59 classes: line id - 1 of context459.txt is that class.
+    from fsa_seg.converters.pascal_context import CONTEXT59_LABEL_IDS
+    words, _ = load_class_names('context459')
+    for name, label_id in CONTEXT59_LABEL_IDS.items():
+        assert words[label_id - 1].replace(' ', '') == name, name

@@ -18,26 +18,30 @@ CONFIGS = REPO / "configs"
 NATIVE = ("vanilla", "maskclip", "sclip", "clearclip", "naclip")
 VFMS = ("sam", "dino", "dinov2", "mae")
 DATASETS = tuple(BENCHMARKS)
+N_METHOD_CONFIGS = len(DATASETS) * (5 * 2 * 3 + 4 * 2 * 3) + 1  # native, proxyclip (4 proxies), alias
 BACKBONES = {"vit-b16": ("ViT-B-16", "openai"), "vit-l14": ("ViT-L-14", "openai"),
              "vit-h14": ("ViT-H-14", "laion2b_s32b_b79k")}
 
 # The released protocols, transcribed from each method's repository (configs/cfg_*.py + segmentor defaults).
 FSA_RELEASE = dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.14, "coco_object": 0.3},
-                   short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
-                   slide_by_dataset={"cityscapes": (224, 80)})
+                   short={"cityscapes": 448, "ade20k": 448, "ade847": 448, "context459": 448}, short_default=336,
+                   pamr=False, slide_by_dataset={"cityscapes": (224, 80)})
 PUBLISHED = {
     "sclip": dict(slide=(224, 112), logit=40.0,
                   logit_by_dataset={"voc21": 65.0, "context60": 50.0, "coco_object": 50.0},
                   prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
-                  short={"coco_stuff164k": 448, "cityscapes": 560}, short_default=336, pamr=False),
+                  short={"coco_stuff164k": 448, "cityscapes": 560}, short_default=336, pamr=False,
+                  names={"voc21": "sclip_voc21", "voc20": "sclip_voc20", "coco_object": "sclip_coco_object"}),
     "clearclip": dict(slide=(448, 224), logit=50.0, prob={"voc21": 0.5, "context60": 0.15, "coco_object": 0.4},
-                      short={}, short_default=448, pamr=False, slide_by_dataset={"cityscapes": (224, 224)}),
+                      short={}, short_default=448, pamr=False, slide_by_dataset={"cityscapes": (224, 224)},
+                      names={"voc21": "clearclip_voc21", "coco_object": "clearclip_coco_object"}),
     "naclip": dict(slide=(224, 112), logit=40.0, prob={"voc21": 0.1, "context60": 0.1, "coco_object": 0.1},
                    short={"cityscapes": 560}, short_default=336, pamr=True,
-                   slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)}),
+                   slide_by_dataset={"voc21": (0, 112), "voc20": (0, 112)},
+                   names={"voc21": "naclip_voc21", "voc20": "naclip_voc20", "coco_object": "naclip_coco_object"}),
     "proxyclip": dict(slide=(336, 112), logit=40.0, prob={"voc21": 0.2, "context60": 0.15, "coco_object": 0.25},
-                      short={"cityscapes": 448, "ade20k": 448}, short_default=336, pamr=False,
-                      slide_by_dataset={"cityscapes": (224, 112)}),
+                      short={"cityscapes": 448, "ade20k": 448, "ade847": 448, "context459": 448},
+                      short_default=336, pamr=False, slide_by_dataset={"cityscapes": (224, 112)}),
     "vanilla": FSA_RELEASE,
     "maskclip": FSA_RELEASE,
     "fsa_proxyclip": FSA_RELEASE,
@@ -109,7 +113,7 @@ def test_configs_compose_model_dataset_protocol_and_runtime():
 
 
 def test_every_config_loads(all_configs):
-    assert len(all_configs) >= 18 * 3 * len(BENCHMARKS) + 1
+    assert len(all_configs) >= N_METHOD_CONFIGS
     for rel, cfg in all_configs.items():
         assert "model" in cfg and "type" in cfg.model, rel
         assert cfg.test_dataloader.dataset.type, rel
@@ -148,8 +152,8 @@ def test_key_values_of_every_method_config(all_configs):
         assert model.lamda == (4.5 if vfm == "mae" else 2.3 if tag == "vit-h14" else 3.0), rel
         assert model.top_p == 0.45 and model.beta == 1.2 and model.gamma == 3.0, rel
         assert cfg.test_dataloader.dataset.type == spec.dataset_type, rel
-        assert model.name_path == spec.class_names, rel
         proto = PUBLISHED["fsa_proxyclip" if (method == "proxyclip" and fsa) else method]
+        assert model.name_path == proto.get("names", {}).get(dataset, spec.class_names), rel
         slide = proto.get("slide_by_dataset", {}).get(dataset, proto["slide"])
         assert (model.slide_crop, model.slide_stride) == slide, rel
         assert model.logit_scale == proto.get("logit_by_dataset", {}).get(dataset, proto["logit"]), rel
@@ -160,7 +164,7 @@ def test_key_values_of_every_method_config(all_configs):
             assert model.pamr_steps == 10 and tuple(model.pamr_dilations) == (8, 16), rel
         assert model.random_weights is False and model.base_method_cfg == {}, rel
         checked += 1
-    assert checked == 18 * 3 * len(BENCHMARKS) + 1  # 5 methods + 4 proxies, +/- FSA, 3 backbones; the alias
+    assert checked == N_METHOD_CONFIGS
 
 
 def test_alias_and_switching_keys(all_configs):
@@ -176,7 +180,7 @@ def select(rows, **wanted):
 
 def test_list_configs_filters():
     rows = collect()
-    assert len(rows) >= 18 * 3 * len(BENCHMARKS) + 1 and all(set(r) == set(COLUMNS) for r in rows)
+    assert len(rows) >= N_METHOD_CONFIGS and all(set(r) == set(COLUMNS) for r in rows)
     paths = [r["path"] for r in select(rows, method=["sclip"], fsa=["on"], backbone=["vit-b16"])]
     assert paths == sorted(f"configs/sclip/fsa_sclip_vit-b16_{d}.py" for d in DATASETS)
     chosen = select(rows, method=["proxyclip"], vfm=["mae"], backbone=["ViT-H-14"], dataset=["ade20k"])
@@ -196,3 +200,47 @@ def test_list_configs_command_line():
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["configs/naclip/naclip_vit-l14_cityscapes.py",
                                    "configs/naclip/naclip_vit-l14_voc20.py"]
+
+
+def test_each_method_names_its_own_class_files(all_configs):
+    """SCLIP, NACLIP and ClearCLIP (with and without FSA, every backbone) use their released class files where
+    those differ from FSA's; every other method and benchmark uses FSA's. Every name resolves to a packaged file
+    with the benchmark's number of classes."""
+    from fsa_seg.class_names import load_class_names
+
+    own = {(m, d): n for m in ("sclip", "naclip", "clearclip") for d, n in PUBLISHED[m]["names"].items()}
+    assert sorted(own.values()) == sorted(["sclip_voc21", "sclip_voc20", "sclip_coco_object", "naclip_voc21",
+                                           "naclip_voc20", "naclip_coco_object", "clearclip_voc21",
+                                           "clearclip_coco_object"])
+    seen = {}
+    for rel, cfg in all_configs.items():
+        identity = expected_identity(rel)
+        if identity is None:
+            continue
+        method, _, _, _, dataset = identity
+        expected = own.get((method, dataset), BENCHMARKS[dataset].class_names)
+        assert cfg.model.name_path == expected, rel
+        seen[expected] = dataset
+    for name, dataset in seen.items():
+        _, idx = load_class_names(name)
+        assert max(idx) + 1 == BENCHMARKS[dataset].num_classes, name
+    assert set(own.values()) <= set(seen)
+
+
+def test_ade847_and_context459_configs(all_configs):
+    """Every method has configs on the two large-vocabulary benchmarks; FSA-ProxyCLIP's follow the released
+    cfg_ade847.py / cfg_context459.py; list_configs names them by benchmark."""
+    for dataset, loader in (("ade847", "LoadUInt16Annotations"), ("context459", "LoadUInt16Annotations")):
+        cfg = all_configs[f"fsa_proxy_dino_{dataset}.py"]
+        assert cfg.model.name_path == dataset and cfg.model.prob_thd == 0.0 and cfg.model.vfm == "dino"
+        assert (cfg.model.slide_crop, cfg.model.slide_stride) == (336, 112) and _resize_short_side(cfg) == 448
+        assert [s["type"] for s in cfg.test_dataloader.dataset.pipeline][2] == loader
+        assert cfg.test_evaluator.ignore_index == 65535
+        for method in NATIVE:
+            for prefix in ("", "fsa_"):
+                assert f"{method}/{prefix}{method}_vit-l14_{dataset}.py" in all_configs
+        for prefix in ("", "fsa_"):
+            assert f"{prefix}sam3_{dataset}.py" in all_configs
+    rows = select(collect(), dataset=["ade847", "context459"], method=["sam3"])
+    assert sorted(r["path"] for r in rows) == ["configs/fsa_sam3_ade847.py", "configs/fsa_sam3_context459.py",
+                                               "configs/sam3_ade847.py", "configs/sam3_context459.py"]

@@ -196,6 +196,118 @@ def test_pascal_context_errors(tmp_path):
     expect_exit("no '*.mat' files", main, [str(tmp_path)])
 
 
+def test_pascal_context459(tmp_path):
+    src, mats, out = tmp_path / 'VOC2010', tmp_path / 'trainval', tmp_path / 'out'
+    make_voc2010(src, mats)
+    converter('pascal_context459').main([str(src), '--mat-dir', str(mats), '-o', str(out)])
+    mask = out / 'annotations_detectron2' / 'pc459_val' / '2008_000002.tif'
+    label = np.array(Image.open(mask))
+    assert label.dtype == np.uint16
+    # CAT-Seg / ODISE: label id - 1, unlabeled 0 -> 65535 (aeroplane 1, air conditioner 2, person 283, wood 457).
+    assert label[0].tolist() == [65535, 1, 2, 283, 457, 458]
+    split = out / 'ImageSets' / 'SegmentationContext' / 'val.txt'
+    assert split.read_text().split() == ['2008_000002', '2008_000003']
+    assert (out / 'JPEGImages').is_symlink()
+
+
+def test_pascal_context459_labels_follow_the_class_file():
+    from fsa_seg.class_names import load_class_names
+    words, _ = load_class_names('context459')
+    lut = converter('pascal_context459').context459_lut()
+    ids = converter('pascal_context').CONTEXT59_LABEL_IDS
+    assert lut.dtype == np.uint16 and lut[0] == 65535 and lut[459] == 458
+    assert words[lut[ids['person']]] == 'person' and words[lut[ids['tvmonitor']]] == 'tvmonitor'
+
+
+# ------------------------------------------------------------------------- ADE20K-847
+
+
+def ade_seg_png(path: Path, classes: np.ndarray, seed: int = 0) -> None:
+    """An ADE20K *_seg.png: R = (class // 256) * 10 + noise 0..9, G = class % 256, B = instance noise."""
+    rng = np.random.default_rng(seed)
+    rgb = np.zeros(classes.shape + (3,), np.uint8)
+    rgb[..., 0] = (classes // 256) * 10 + rng.integers(0, 10, classes.shape)
+    rgb[..., 1] = classes % 256
+    rgb[..., 2] = rng.integers(0, 255, classes.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+
+
+def released_ade847_label(classes: np.ndarray) -> np.ndarray:
+    """MaskFormer's prepare_ade20k_full_sem_seg.py, after the resize: 65535, then each known id's trainId."""
+    id_map = {obj: k for k, obj in enumerate(converter('ade847').ADE847_OBJECT_IDS)}
+    output = np.zeros_like(classes, dtype=np.uint16) + 65535
+    for obj_id in np.unique(classes):
+        if obj_id in id_map:
+            output[classes == obj_id] = id_map[obj_id]
+    return output
+
+
+def make_ade_full(root: Path) -> dict:
+    """ADE20K_2021_17_01 with two validation images (one large, one small) and a training image."""
+    # wall (id 2978 -> 0), building (312 -> 1), pier (id of class 255), adding machine (3148 -> 846),
+    # 5 (not one of the 847), 0 (unlabeled).
+    ids = converter('ade847').ADE847_OBJECT_IDS
+    values = [2978, 312, ids[255], 3148, 5, 0]
+    small = np.array([values, values[::-1], values], np.int32)
+    large = np.tile(np.repeat(np.array(values, np.int32), 90), (520, 1))[:, :530]
+    val = root / 'images' / 'ADE' / 'validation'
+    for name, classes in (('abbey/ADE_val_00000002', small), ('bathroom/ADE_val_00000001', large)):
+        save_image(val / f'{name}.jpg', classes.shape[1], classes.shape[0])
+        ade_seg_png(val / f'{name}_seg.png', classes)
+    save_image(root / 'images' / 'ADE' / 'training' / 'abbey' / 'ADE_train_00000001.jpg', 6, 3)
+    ade_seg_png(root / 'images' / 'ADE' / 'training' / 'abbey' / 'ADE_train_00000001_seg.png', small)
+    return dict(small=small, large=large)
+
+
+def test_ade847(tmp_path):
+    import cv2
+    root = tmp_path / 'ADE20K_2021_17_01'
+    classes = make_ade_full(root)
+    converter('ade847').main([str(tmp_path), '--nproc', '2'])  # the folder holding it is found too
+    split = (root / 'validation.txt').read_text().split()
+    assert split == ['ADE_val_00000001', 'ADE_val_00000002']  # the training image is not converted
+    masks = root / 'annotations_detectron2' / 'validation'
+    images = root / 'images_detectron2' / 'validation'
+    assert sorted(p.name for p in masks.iterdir()) == ['ADE_val_00000001.tif', 'ADE_val_00000002.tif']
+
+    small = np.array(Image.open(masks / 'ADE_val_00000002.tif'))
+    assert small.dtype == np.uint16 and small.shape == (3, 6)
+    assert small[0].tolist() == [0, 1, 255, 846, 65535, 65535]
+    assert (small == released_ade847_label(classes['small'])).all()
+    assert Image.open(images / 'ADE_val_00000002.jpg').size == (6, 3)  # small: size kept
+
+    # 520 x 530: both sides > 512 -> short side 512, long side round(530 / 520 * 512) = 522.
+    large = np.array(Image.open(masks / 'ADE_val_00000001.tif'))
+    resized = cv2.resize(classes['large'], (522, 512), interpolation=cv2.INTER_NEAREST)
+    assert large.shape == (512, 522) and (large == released_ade847_label(resized)).all()
+    assert Image.open(images / 'ADE_val_00000001.jpg').size == (522, 512)
+
+
+def test_ade847_sizes_and_classes():
+    ade = converter('ade847')
+    assert ade.prepared_size(520, 530) == (512, 522) and ade.prepared_size(700, 600) == (597, 512)
+    assert ade.prepared_size(512, 900) is None and ade.prepared_size(300, 200) is None
+    seg = np.zeros((1, 2, 3), np.uint8)
+    seg[0, 0] = (119, 162, 7)  # (119 // 10) * 256 + 162 = 2978 (wall)
+    assert ade.object_classes(seg).tolist() == [[2978, 0]]
+    assert len(set(ade.ADE847_OBJECT_IDS)) == 847
+    from fsa_seg.class_names import load_class_names
+    words, _ = load_class_names('ade847')
+    lut = ade.ade847_lut()
+    assert words[lut[2978]] == 'wall' and words[lut[3148]] == 'adding machine, totalizer, totaliser'
+
+
+def test_ade847_errors(tmp_path):
+    main = converter('ade847').main
+    expect_exit('ADE20K_2021_17_01 folder (SRC)', main, [str(tmp_path / 'none')])
+    expect_exit('ADE20K images folder', main, [str(tmp_path)])
+    (tmp_path / 'images' / 'ADE' / 'validation').mkdir(parents=True)
+    expect_exit("no 'ADE_val_*.jpg' images", main, [str(tmp_path)])
+    save_image(tmp_path / 'images' / 'ADE' / 'validation' / 'x' / 'ADE_val_00000001.jpg', 4)
+    expect_exit('1 of 1 validation images have no _seg.png', main, [str(tmp_path)])
+
+
 # ------------------------------------------------------------------------- VOC, ADE20K
 
 
@@ -259,6 +371,29 @@ def test_cli_progress_line(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert 'coco_stuff164k val2017: 1/1 done' in result.stderr
+
+
+def test_converted_ade847_and_context459_load_through_config(tmp_path):
+    pytest.importorskip('mmseg')
+    import fsa_seg.datasets  # noqa: F401
+    from mmengine import Config
+    from mmseg.registry import DATASETS
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+
+    root = tmp_path / 'ADE20K_2021_17_01'
+    make_ade_full(root)
+    converter('ade847').main([str(root)])
+    src, mats = tmp_path / 'VOC2010', tmp_path / 'trainval'
+    make_voc2010(src, mats)
+    converter('pascal_context459').main([str(src), '--mat-dir', str(mats)])
+    for name, data_root, row in (('ade847', root, [0, 1, 255, 846, 65535, 65535]),
+                                 ('context459', src, [65535, 1, 2, 283, 457, 458])):
+        cfg = Config.fromfile(str(REPO_ROOT / f'configs/_base_/datasets/{name}.py'))
+        cfg.test_dataloader.dataset.data_root = str(data_root)
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        sample = dataset[len(dataset) - 1]
+        assert sample['data_samples'].gt_sem_seg.data.numpy()[0, 0].tolist() == row, name
 
 
 def test_converted_coco_object_loads_through_config(tmp_path):

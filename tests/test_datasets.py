@@ -29,9 +29,10 @@ RELEASED_MODEL = {
     'context60': dict(prob_thd=0.14), 'context59': dict(prob_thd=0.0),
     'coco_object': dict(prob_thd=0.3), 'coco_stuff164k': dict(prob_thd=0.0),
     'cityscapes': dict(prob_thd=0.0, slide_crop=224, slide_stride=80),
-    'ade20k': dict(prob_thd=0.0),
+    'ade20k': dict(prob_thd=0.0), 'ade847': dict(prob_thd=0.0), 'context459': dict(prob_thd=0.0),
 }
-SHORT_SIDE = {name: 448 if name in ('cityscapes', 'ade20k') else 336 for name in NAMES}
+SHORT_SIDE = {name: 448 if name in ('cityscapes', 'ade20k', 'ade847', 'context459') else 336 for name in NAMES}
+WIDE = [name for name in NAMES if BENCHMARKS[name].ignore_index == 65535]  # 16-bit TIFF masks
 
 
 def load_config(name: str) -> Config:
@@ -39,8 +40,11 @@ def load_config(name: str) -> Config:
 
 
 def raw_values(name: str) -> list:
-    """Mask values written to the generated files: lowest, highest class and ignore."""
+    """Mask values written to the generated files: lowest, highest class and ignore (16-bit masks: also 255,
+    a class there)."""
     spec = BENCHMARKS[name]
+    if spec.ignore_index == 65535:
+        return [0, 255, spec.max_raw_label, 65535]
     return [0, 1, spec.max_raw_label, 255]
 
 
@@ -59,10 +63,13 @@ def make_benchmark(name: str, root: Path, n: int = 2, size=(24, 40)) -> list:
         rgb = np.random.default_rng(k).integers(0, 255, (h, w, 3), dtype=np.uint8)
         Image.fromarray(rgb).save(img_path, format='PNG' if spec.img_suffix.endswith('.png')
                                   else 'JPEG')
-        mask = np.zeros((h, w), np.uint8)
+        mask = np.zeros((h, w), np.uint16 if spec.ignore_index == 65535 else np.uint8)
         for j, value in enumerate(raw_values(name)):
             mask[:, j * w // 4:(j + 1) * w // 4] = value
-        Image.fromarray(mask, mode='L').save(mask_path)
+        if mask.dtype == np.uint16:
+            Image.fromarray(mask).save(mask_path, format='TIFF')
+        else:
+            Image.fromarray(mask, mode='L').save(mask_path)
     if spec.ann_file:
         ann = root / spec.ann_file
         ann.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +134,8 @@ def test_config_matches_spec_and_release(name):
     if name != 'cityscapes':
         assert (model.slide_crop, model.slide_stride) == (336, 112)
     steps = [t.type for t in cfg.test_pipeline]
-    assert steps == ['LoadImageFromFile', 'Resize', 'LoadAnnotations', 'PackSegInputs']
+    loader = 'LoadUInt16Annotations' if name in WIDE else 'LoadAnnotations'
+    assert steps == ['LoadImageFromFile', 'Resize', loader, 'PackSegInputs']
     assert cfg.test_pipeline[0].color_type == 'color'
     assert cfg.test_pipeline[1].scale == (2048, SHORT_SIDE[name])
     assert cfg.test_pipeline[1].keep_ratio is True
@@ -135,8 +143,9 @@ def test_config_matches_spec_and_release(name):
     loader = cfg.test_dataloader
     assert (loader.batch_size, loader.num_workers, loader.persistent_workers) == (1, 2, False)
     assert loader.sampler == dict(type='DefaultSampler', shuffle=False)
-    # The evaluator: mIoU with per-class numbers and resumable per-image records.
-    assert cfg.test_evaluator == dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
+    # The evaluator: mIoU with per-class numbers and resumable per-image records (16-bit masks: 65535 ignored).
+    extra = dict(ignore_index=65535) if name in WIDE else {}
+    assert cfg.test_evaluator == dict(type='PerClassIoUMetric', iou_metrics=['mIoU'], **extra)
     assert METRICS.get(cfg.test_evaluator.type) is not None
     assert 'model' not in cfg  # the dataset only: model and protocol come from their own bases
 
@@ -159,6 +168,45 @@ def test_generated_benchmark_loads_through_config(name, tmp_path):
     assert tuple(gt.shape) == (1, 24, 40)  # ground truth keeps the original size
     assert sorted(np.unique(gt.numpy()).tolist()) == expected_labels(name)
     assert osp.basename(sample['data_samples'].img_path).startswith(osp.basename(stems[0]))
+
+
+@pytest.mark.parametrize('name', WIDE)
+def test_16bit_masks_keep_their_values(name, tmp_path):
+    make_benchmark(name, tmp_path)
+    gt = build_dataset(name, tmp_path)[0]['data_samples'].gt_sem_seg.data.numpy()[0]
+    # mmseg's LoadAnnotations would wrap these through uint8 (846 -> 78, 65535 -> 255).
+    top = BENCHMARKS[name].num_classes - 1
+    assert [int(gt[0, c]) for c in (0, 10, 20, 30)] == [0, 255, top, 65535]
+
+
+def test_16bit_loader_refuses_reduce_zero_label_and_colour_masks(tmp_path):
+    with pytest.raises(ValueError, match='does not support reduce_zero_label'):
+        TRANSFORMS.build(dict(type='LoadUInt16Annotations', reduce_zero_label=True))
+    Image.new('RGB', (4, 3)).save(tmp_path / 'rgb.png')
+    load = TRANSFORMS.build(dict(type='LoadUInt16Annotations'))
+    with pytest.raises(ValueError, match='single-channel integer label map'):
+        load({'seg_map_path': str(tmp_path / 'rgb.png'), 'seg_fields': [], 'reduce_zero_label': False})
+
+
+@pytest.mark.parametrize('name', WIDE)
+def test_16bit_benchmarks_evaluate_class_255_and_ignore_65535(name):
+    """The configs' metric: class 255 is a class, 65535 is not evaluated (IoUMetric's default 255 would
+    instead drop class 255 and count the prediction on the unlabeled pixel)."""
+    import torch
+
+    cfg = load_config(name)
+    metric = METRICS.build(cfg.test_evaluator)
+    metric.dataset_meta = dict(classes=DATASETS.get(BENCHMARKS[name].dataset_type).METAINFO['classes'])
+    gt = torch.tensor([[255, 255, 65535, 3]])
+    pred = torch.tensor([[255, 0, 7, 3]])
+    metric.process({}, [dict(pred_sem_seg=dict(data=pred), gt_sem_seg=dict(data=gt), img_path='a.jpg')])
+    metric.compute_metrics(metric.results)
+    per_class = metric.per_class
+    names = metric.dataset_meta['classes']
+    assert per_class[names[255]]['IoU'] == pytest.approx(50.0)   # 1 of {255, 255 | pred 255}
+    assert per_class[names[3]]['IoU'] == pytest.approx(100.0)
+    assert per_class[names[0]]['IoU'] == pytest.approx(0.0)     # predicted on a class-255 pixel
+    assert per_class[names[7]]['IoU'] is None or np.isnan(per_class[names[7]]['IoU'])  # only on 65535
 
 
 def test_voc20_shifts_classes_and_ignores_background(tmp_path):

@@ -137,3 +137,101 @@ def test_packaged_published_numbers_are_sourced_and_never_guessed():
     assert find_entry(data, "proxyclip", "sam", "vit-b16", True) is not None
     assert find_entry(data, "proxyclip", "sam", "ViT-B-16", True)["fsa"] is True
     assert find_entry(data, "sclip", None, "ViT-B-16", True) is None
+
+
+# The published rows of issue 12 (columns VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes,
+# ADE20K; then the printed 8-benchmark average, None where none is printed), typed again from the issue text.
+ISSUE_ROWS = {
+    ("maskclip", None, "ViT-B-16", "base", "re-run"): ([43.4, 23.2, 20.6, 74.9, 26.4, 16.7, 24.9, 11.9], 30.3),
+    ("sclip", None, "ViT-B-16", "base", "paper"): ([59.1, 30.4, 30.5, 80.4, 34.2, 22.4, 32.2, 16.1], 38.2),
+    ("clearclip", None, "ViT-B-16", "base", "paper"): ([51.8, 32.6, 33.0, 80.9, 35.9, 23.9, 30.0, 16.7], 38.1),
+    ("naclip", None, "ViT-B-16", "base", "re-run"): ([64.07, 34.99, 36.19, 83.03, 38.35, 25.69, 38.27, 19.05],
+                                                     42.46),
+    ("proxyclip", "dino", "ViT-B-16", "base", "paper"): ([61.3, 35.3, 37.5, 80.3, 39.1, 26.5, 38.1, 20.2], 42.3),
+    ("proxyclip", "dino", "ViT-H-14", "base", "paper"): ([65.0, 35.4, 38.6, 83.3, 39.6, 26.8, 42.0, 24.2], 44.4),
+    ("sclip", None, "ViT-L-14", "base", "reprint"): ([44.4, 22.3, 24.9, 60.3, 20.5, 13.1, 17.0, 7.1], None),
+    ("clearclip", None, "ViT-L-14", "base", "reprint"): ([48.7, 28.3, 29.7, 80.0, 29.6, 19.9, 27.9, 15.0], None),
+    ("naclip", None, "ViT-L-14", "base", "reprint"): ([52.2, 28.7, 29.9, 78.7, 32.1, 21.4, 31.4, 17.3], None),
+    ("proxyclip", "dino", "ViT-B-16", "fsa", "re-run"): ([63.7, None, None, 82.3, None, None, None, None], None),
+}
+SOURCE_WORDS = {"maskclip": "re-run in the SCLIP paper", "sclip": "SCLIP (Wang et al., ECCV 2024)",
+                "clearclip": "ClearCLIP (Lan et al., ECCV 2024)", "naclip": "NACLIP's repository README",
+                "proxyclip": "ProxyCLIP (Lan et al., ECCV 2024)"}
+EIGHT = list(BENCHMARKS)[:8]
+
+
+def _title(method, vfm):
+    from fsa_seg.experiments import method_title
+    return method_title(method, vfm)
+
+
+@pytest.mark.parametrize("key", sorted(ISSUE_ROWS, key=str))
+def test_from_results_prints_the_published_rows_with_sources(key, tmp_path, capsys):
+    method, vfm, backbone, which, kind = key
+    numbers, avg = ISSUE_ROWS[key]
+    work = tmp_path / "rep"
+    for part in ("base", "fsa"):
+        for ds in EIGHT:
+            _fake_results(work / part / ds, 50.0)
+    assert reproduce_table(method, vfm, backbone, work_dir=str(work), from_results=True)[2] == 0
+    out = capsys.readouterr().out
+    title = _title(method, vfm) + (" + FSA" if which == "fsa" else "")
+    paper = read_table(work / "table.csv")[(title, "paper")]
+    assert [float(paper[ds]) if paper[ds] else None for ds in EIGHT] == numbers
+    expected_avg = avg if avg is not None else (round(sum(numbers) / 8, 2) if None not in numbers else None)
+    assert (float(paper["avg"]) if paper["avg"] else None) == expected_avg
+    line = next(x for x in out.splitlines() if x.startswith(f"- {title}: "))
+    assert f"[{kind}]" in line, line
+    if which == "fsa":
+        assert "chi-chi-zx/FSA issue #2" in line and "recorded swapped" in line
+    elif kind == "reprint":
+        assert "in the ResCLIP (CVPR 2025) README results figures" in line, line
+    else:
+        assert SOURCE_WORDS[method] in line, line
+    assert f"| {title} | ours |" in out
+
+
+def test_naclip_configs_compare_with_the_pamr_run_and_list_the_paper(tmp_path, capsys):
+    work = tmp_path / "rep"
+    _fake_results(work / "base" / "voc21", 60.0)
+
+    def table(**options):
+        return reproduce_table("naclip", None, "ViT-B-16", ["voc21"], str(work), options, from_results=True)
+
+    assert table()[2] == 0
+    out = capsys.readouterr().out
+    assert read_table(work / "table.csv")[("NACLIP", "paper")]["voc21"] == "64.07"  # README run, PAMR on
+    assert "also published, not compared (setting pamr=False (run: True)): [paper] NACLIP (Hajimiri" in out
+    assert "VOC21 58.9" in out
+    # The same run without PAMR is compared with the paper's number (and lists the README run).
+    assert table(**{"model.pamr": False})[2] == 0
+    out = capsys.readouterr().out
+    assert read_table(work / "table.csv")[("NACLIP", "paper")]["voc21"] == "58.9"
+    assert "setting pamr=True (run: False)): [re-run] NACLIP's repository README" in out
+
+
+def test_sclip_lists_its_readme_run_below_the_paper_row(tmp_path, capsys):
+    work = tmp_path / "rep"
+    assert reproduce_table("sclip", None, "ViT-B-16", ["voc21", "voc20"], str(work), from_results=True)[2] == 0
+    out = capsys.readouterr().out
+    assert read_table(work / "table.csv")[("SCLIP", "paper")]["voc21"] == "59.1"
+    assert ("also published, not compared (an earlier entry fits this run): [re-run] SCLIP's repository README"
+            in out) and "VOC21 59.63, VOC20 81.54" in out
+
+
+def test_published_averages_match_their_cells():
+    """A mistyped cell or average shows as an average that is not the mean of its cells (to the printed digit)."""
+    for entry in PUBLISHED["entries"]:
+        values = [cell(entry, ds)[0] for ds in EIGHT]
+        assert entry["kind"] in ("paper", "re-run", "reprint")
+        if entry["avg"] is not None:
+            digits = len(str(entry["avg"]).split(".")[1])
+            assert abs(sum(values) / 8 - entry["avg"]) <= 0.5 * 10 ** -digits + 1e-9, entry["source"]
+
+
+def test_sam3_published_numbers():
+    (entry,) = [e for e in PUBLISHED["entries"] if e["method"] == "sam3"]
+    assert entry["backbone"] is None and entry["fsa"] is False and entry["kind"] == "paper"
+    assert {ds: cell(entry, ds)[0] for ds in BENCHMARKS if cell(entry, ds)[0] is not None} == {
+        "ade847": 13.8, "context59": 60.8, "cityscapes": 65.2}
+    assert "arXiv:2511.16719" in entry["source"]

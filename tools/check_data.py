@@ -2,7 +2,8 @@
 
 For each benchmark: whether its folders exist, how many validation images and masks
 there are, images without a mask, the label values of a sample of masks compared with
-the values the benchmark allows (its classes and 255), and the problems found.
+the values the benchmark allows (its classes and its ignore value: 255, or 65535 for the 16-bit
+masks of ADE20K-847 and PASCAL-Context-459), and the problems found.
 
     python tools/check_data.py                      # data/ of this repository
     python tools/check_data.py --data-root /datasets

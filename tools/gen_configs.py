@@ -1,5 +1,5 @@
-"""Generate the evaluation configs: every base method, with and without FSA, on every registered benchmark, for
-the paper's three CLIP backbones (and, for ProxyCLIP, each of the four proxy models), SAM3 and SAM3 + FSA, and
+"""Generate the evaluation configs: every base method, with and without FSA, on every registered benchmark (the
+eight of the paper's tables, ADE20K-847 and PASCAL-Context-459), for the paper's three CLIP backbones (and, for ProxyCLIP, each of the four proxy models), SAM3 and SAM3 + FSA, and
 the protocol bases they compose.
 
     python tools/gen_configs.py            # (re)write the generated files; idempotent
@@ -20,7 +20,7 @@ re-states the pipeline with that side. Protocols (see PROTOCOL_SOURCES):
 
 * ``fsa``: the released FSA configs (FSA-ProxyCLIP; also vanilla CLIP and MaskCLIP, which publish none);
 * ``proxyclip`` (ProxyCLIP without FSA), ``sclip``, ``clearclip``, ``naclip`` (with and without FSA): each
-  method's released configs and segmentor defaults;
+  method's released configs, segmentor defaults and class-name files (where theirs differ from FSA's);
 * ``sam3``: SAM3's input resolution (short side 1008) and background threshold.
 
 Leaf names (``{fsa_}`` when FSA is on; backbones ``vit-b16`` | ``vit-l14`` | ``vit-h14``):
@@ -99,6 +99,13 @@ class Protocol:
         return self.short_side.get(bench.name, self.default_short_side or bench.short_side)
 
 
+# ADE20K-847 and PASCAL-Context-459: FSA and ProxyCLIP release configs for them (cfg_ade847.py,
+# cfg_context459.py); SCLIP, ClearCLIP and NACLIP do not, so their protocols there are their settings on the
+# nearest benchmark they release, without background (the generated values are those of ADE20K / Context59).
+UNRELEASED = {
+    "ade847": ("the method releases no ADE20K-847 config: its ADE20K settings are used.",),
+    "context459": ("the method releases no PASCAL-Context-459 config: its Context59 settings are used.",),
+}
 PROTOCOLS: Dict[str, Protocol] = {
     "fsa": Protocol(
         "FSA", "FSA (Chi et al., ICCV 2025), github.com/chi-chi-zx/FSA: its evaluation configs cfg_*.py and "
@@ -113,31 +120,36 @@ PROTOCOLS: Dict[str, Protocol] = {
         {"voc21": dict(prob_thd=0.2), "context60": dict(prob_thd=0.15), "coco_object": dict(prob_thd=0.25),
          "cityscapes": dict(slide_crop=224, slide_stride=112)}),
     "sclip": Protocol(
-        "SCLIP", "SCLIP (Wang et al., ECCV 2024), github.com/wangf3014/SCLIP: configs/cfg_*.py and "
-                 "CLIPForSegmentation's defaults (224/112 window, logit scale 40, no PAMR)",
+        "SCLIP", "SCLIP (Wang et al., ECCV 2024), github.com/wangf3014/SCLIP: configs/cfg_*.py, its class-name "
+                 "files configs/cls_*.txt and CLIPForSegmentation's defaults (224/112 window, logit scale 40, no "
+                 "PAMR)",
         dict(slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0),
-        {"voc21": dict(logit_scale=65.0, prob_thd=0.1),
+        {"voc21": dict(logit_scale=65.0, prob_thd=0.1, name_path="sclip_voc21"),
+         "voc20": dict(name_path="sclip_voc20"),
          "context60": dict(logit_scale=50.0, prob_thd=0.1),
-         "coco_object": dict(logit_scale=50.0, prob_thd=0.1)},
+         "coco_object": dict(logit_scale=50.0, prob_thd=0.1, name_path="sclip_coco_object")},
         {"coco_stuff164k": 448, "cityscapes": 560}, default_short_side=336,
-        notes={"voc21": ("SCLIP's area_thd=0.1 (small predicted classes sent to background) is not "
-                         "implemented.",)}),
+        notes={**UNRELEASED, "voc21": ("SCLIP's area_thd=0.1 (small predicted classes sent to background) is not "
+                                       "implemented.",)}),
     "clearclip": Protocol(
-        "ClearCLIP", "ClearCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ClearCLIP: configs/cfg_*.py and "
-                     "ClearCLIPSegmentation's defaults (448/224 window, logit scale 50, short side 448)",
+        "ClearCLIP", "ClearCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ClearCLIP: configs/cfg_*.py, its "
+                     "class-name files configs/cls_*.txt and ClearCLIPSegmentation's defaults (448/224 window, "
+                     "logit scale 50, short side 448)",
         dict(slide_crop=448, slide_stride=224, logit_scale=50.0, prob_thd=0.0),
-        {"voc21": dict(prob_thd=0.5), "context60": dict(prob_thd=0.15), "coco_object": dict(prob_thd=0.4),
-         "cityscapes": dict(slide_crop=224)},
-        default_short_side=448),
+        {"voc21": dict(prob_thd=0.5, name_path="clearclip_voc21"), "context60": dict(prob_thd=0.15),
+         "coco_object": dict(prob_thd=0.4, name_path="clearclip_coco_object"), "cityscapes": dict(slide_crop=224)},
+        default_short_side=448, notes=UNRELEASED),
     "naclip": Protocol(
-        "NACLIP", "NACLIP (Hajimiri et al., WACV 2025), github.com/sinahmr/NACLIP: configs/cfg_*.py, NACLIP's "
-                  "defaults (224/112 window, logit scale 40, Gaussian std 5) and the main-results run "
-                  "(test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 and 16)",
+        "NACLIP", "NACLIP (Hajimiri et al., WACV 2025), github.com/sinahmr/NACLIP: configs/cfg_*.py, its "
+                  "class-name files configs/cls_*.txt, NACLIP's defaults (224/112 window, logit scale 40, Gaussian "
+                  "std 5) and the main-results run (test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 "
+                  "and 16)",
         dict(slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0, pamr=True, pamr_steps=10,
              pamr_dilations=(8, 16)),
-        {"voc21": dict(prob_thd=0.1, slide_crop=0), "voc20": dict(slide_crop=0),
-         "context60": dict(prob_thd=0.1), "coco_object": dict(prob_thd=0.1)},
-        {"cityscapes": 560}, default_short_side=336),
+        {"voc21": dict(prob_thd=0.1, slide_crop=0, name_path="naclip_voc21"),
+         "voc20": dict(slide_crop=0, name_path="naclip_voc20"),
+         "context60": dict(prob_thd=0.1), "coco_object": dict(prob_thd=0.1, name_path="naclip_coco_object")},
+        {"cityscapes": 560}, default_short_side=336, notes=UNRELEASED),
     "sam3": Protocol(
         "SAM3", "SAM3 (Meta, 2025): its 1008 x 1008 input and its binarisation threshold 0.5 for semantic maps "
                 "(transformers Sam3ImageProcessor.post_process_semantic_segmentation) as the background "

@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from fsa_seg.benchmarks import BENCHMARKS
 from fsa_seg.config_index import collect, matches, render
 
 
@@ -23,8 +24,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fsa", nargs="+", choices=["on", "off"])
     parser.add_argument("--backbone", nargs="+", help="ViT-B-16 | vit-b16 | ViT-L-14 | vit-l14 | ViT-H-14 | vit-h14")
     parser.add_argument("--vfm", nargs="+", help="sam dino dinov2 mae (ProxyCLIP's proxy model)")
-    parser.add_argument("--dataset", nargs="+", help="voc21 voc20 context60 context59 coco_object "
-                                                      "coco_stuff164k cityscapes ade20k")
+    parser.add_argument("--dataset", nargs="+", help=f"benchmarks: {' '.join(BENCHMARKS)}")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="comma-separated output")
     out.add_argument("--paths", action="store_true", help="print only the config paths")

@@ -17,7 +17,10 @@ Writes ``WORK_DIR/table.md`` and ``WORK_DIR/table.csv`` (default WORK_DIR:
 ``work_dirs/reproduce/<method>[_<vfm>]_<backbone>``): rows method and method + FSA, each as ``ours`` /
 ``paper`` / ``diff`` (ours - paper); columns the benchmarks in the paper's order and their average (only when
 every benchmark of the row has a number). Published numbers and their sources come from
-``fsa_seg/published_results.py`` (or ``--published``); unknown ones stay empty, never guessed.
+``fsa_seg/published_results.py`` (or ``--published``); unknown ones stay empty, never guessed. Each row is
+compared with the first published entry whose settings its config has (e.g. NACLIP's configs use PAMR, so they
+are compared with NACLIP's run with PAMR); the table's notes say whether that number is the paper's own, a
+re-run or a reprint, and list the other published numbers of the row.
 
 Exit codes: 0 table written, 1 some runs failed (their cells are empty), 2 bad input (one-line message).
 """

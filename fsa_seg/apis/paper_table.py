@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..benchmarks import REPO_ROOT, get_benchmark, paper_benchmarks
 from ..experiments import backbone_tag, find_config, method_title
-from ..published_results import cell, find_entry, published_average
+from ..published_results import (cell, describe_entry, entry_numbers, find_entry, matching_entries,
+                                 published_average, settings_mismatch)
 from .config import ConfigKeyError, check_options, load_config
 from .jobs import Job
 
@@ -23,10 +24,12 @@ from .jobs import Job
 class Row:
     """One table row (the method, or the method + FSA): runs and published numbers."""
 
-    def __init__(self, fsa: bool, title: str, entry: Optional[dict]) -> None:
+    def __init__(self, fsa: bool, title: str, entry: Optional[dict] = None) -> None:
         self.fsa = fsa
         self.title = title
         self.entry = entry
+        self.others: List[dict] = []  # the row's other published entries (listed, not compared)
+        self.model: Optional[dict] = None  # model config of the row's runs (selects the entry)
         self.ours: Dict[str, Optional[float]] = {}
         self.runs: Dict[str, str] = {}
 
@@ -72,7 +75,9 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
     columns = list(datasets) + ["avg"]
     head = [get_benchmark(ds).column for ds in datasets] + ["Avg"]
     md = [f"# {title}: ours vs published (mIoU, %)", "",
-          "`ours`: this repository's results.json; `paper`: published number (source below); "
+          "`ours`: this repository's results.json; `paper`: the published number compared with (below: its "
+          "source and kind: [paper] the method's own paper, [re-run] a run of the released code reported "
+          "elsewhere, [reprint] another work's table); "
           "`diff`: ours - paper. Empty: not evaluated / not published or not transcribed. "
           "Avg: mean over the columns, only when every column has a number (paper: the published average "
           "when the table has all eight benchmarks).", "",
@@ -92,8 +97,14 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
     if paper:
         md.append(f"- Paper: {paper}")
     for row in rows:
-        source = (row.entry or {}).get("source") or "no entry in the published-results file"
-        md.append(f"- {row.title}: {source}")
+        md.append(f"- {row.title}: " + (describe_entry(row.entry) if row.entry else
+                                        "no entry in the published-results file fits this run"))
+        for other in row.others:
+            differs = settings_mismatch(other, row.model)
+            why = f"setting {', '.join(differs)}" if differs else "an earlier entry fits this run"
+            md.append(f"  - also published, not compared ({why}): {describe_entry(other)}: "
+                      f"{entry_numbers(other, datasets)}")
+    runs_at = len(md)
     md += ["", "Runs:", ""]
     for row in rows:
         for ds in datasets:
@@ -107,7 +118,7 @@ def write_table(work_dir: str, title: str, rows: List[Row], datasets: List[str],
         writer = csv.DictWriter(f, fieldnames=["method", "fsa", "row", *columns, "source"])
         writer.writeheader()
         writer.writerows(csv_rows)
-    print("\n".join(md[: 6 + 3 * len(rows)]))
+    print("\n".join(md[:runs_at]))
     return {"markdown": md_path, "csv": csv_path}
 
 
@@ -123,8 +134,7 @@ def plan_table(method: str, vfm: Optional[str], backbone: str, datasets: Sequenc
     from ..plugin.datasets import check_data_root
 
     title = method_title(method, vfm)
-    rows = [Row(fsa, title + (" + FSA" if fsa else ""), find_entry(published, method, vfm, backbone, fsa))
-            for fsa in (False, True)]
+    rows = [Row(fsa, title + (" + FSA" if fsa else "")) for fsa in (False, True)]
     jobs = []
     for row in rows:
         for ds in datasets:
@@ -139,13 +149,18 @@ def plan_table(method: str, vfm: Optional[str], backbone: str, datasets: Sequenc
                                                      if k.startswith("model.")) + ")" if how == "fallback" else "")
             jobs.append(Job(config, job_options, osp.join(work_dir, "fsa" if row.fsa else "base", ds),
                             label=f"{row.title} {ds}", info=dict(row=row, dataset=ds)))
-            if check:
+            if row.model is None or check:
                 cfg = load_config(config, job_options)
+                row.model = row.model or cfg.model
+            if check:
                 try:
                     check_options(cfg, job_options)
                 except ConfigKeyError as err:
                     raise ValueError(str(err)) from None
                 check_data_root(cfg.test_dataloader.dataset)
+    for row in rows:  # the published entry each row is compared with, by its runs' model settings
+        row.entry = find_entry(published, method, vfm, backbone, row.fsa, row.model)
+        row.others = [e for e in matching_entries(published, method, vfm, backbone, row.fsa) if e is not row.entry]
     return rows, jobs
 
 

@@ -22,6 +22,7 @@ T = TypeVar('T')
 R = TypeVar('R')
 
 IGNORE = 255
+IGNORE16 = 65535  # unlabeled in the 16-bit TIFF masks of ADE20K-847 and PASCAL-Context-459 (Detectron2's)
 README = 'data/README.md'
 
 
@@ -124,18 +125,26 @@ def write_label(path: str, label: np.ndarray) -> None:
     Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8), mode='L').save(path)
 
 
-def make_lut(mapping: Mapping[int, int], default: int = IGNORE, size: int = 256) -> np.ndarray:
+def write_label16(path: str, label: np.ndarray) -> None:
+    """Write a uint16 label map as a 16-bit TIFF (Detectron2's format for more than 255 classes)."""
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(label, dtype=np.uint16)).save(path, format='TIFF')
+
+
+def make_lut(mapping: Mapping[int, int], default: int = IGNORE, size: int = 256,
+             dtype: type = np.uint8) -> np.ndarray:
     """A lookup table ``lut[old] = new`` for label values ``0..size-1``."""
-    lut = np.full(size, default, dtype=np.uint8)
+    lut = np.full(size, default, dtype=dtype)
     for old, new in mapping.items():
         lut[old] = new
     return lut
 
 
-def apply_lut(label: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Map every value of ``label`` through ``lut``; values outside the table become 255."""
+def apply_lut(label: np.ndarray, lut: np.ndarray, outside: int = IGNORE) -> np.ndarray:
+    """Map every value of ``label`` through ``lut`` (output dtype: the table's); values outside the table
+    become ``outside``."""
     idx = label.astype(np.int64)
-    out = np.full(label.shape, IGNORE, dtype=np.uint8)
+    out = np.full(label.shape, outside, dtype=lut.dtype)
     valid = (idx >= 0) & (idx < len(lut))
     out[valid] = lut[idx[valid]]
     return out
@@ -245,12 +254,16 @@ def verify_pairs(name: str, img_dir: str, mask_dir: str, ids: Sequence[str], img
 
 def _convert_one(task: tuple) -> None:
     src, dst, lut, reader = task
-    write_label(dst, apply_lut(reader(src), lut))
+    if lut.dtype == np.uint16:  # more than 255 classes: 16-bit TIFF, 65535 outside the table
+        write_label16(dst, apply_lut(reader(src), lut, IGNORE16))
+    else:
+        write_label(dst, apply_lut(reader(src), lut))
 
 
 def convert_labels(name: str, pairs: Sequence[tuple], lut: np.ndarray, nproc: int,
                    reader: Callable[[str], np.ndarray] = read_label) -> None:
-    """Write ``lut[reader(src)]`` to ``dst`` for every ``(src, dst)`` pair, with progress."""
+    """Write ``lut[reader(src)]`` to ``dst`` for every ``(src, dst)`` pair, with progress (a uint16 table
+    writes 16-bit TIFFs, see :func:`write_label16`)."""
     tasks = [(src, dst, lut, reader) for src, dst in pairs]
     run_tasks(_convert_one, tasks, nproc, name)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os.path as osp
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -66,6 +66,45 @@ def read_mat_label(path: str) -> np.ndarray:
     return np.asarray(label)
 
 
+def voc2010_inputs(src: str, mat_dir: Optional[str]) -> Tuple[str, str, str]:
+    """``(SRC, SRC/JPEGImages, the .mat folder)``, each checked to exist."""
+    src = require_dir(src, 'VOC2010 folder (SRC)', 'VOCdevkit/VOC2010')
+    img_dir = require_dir(osp.join(src, 'JPEGImages'), 'VOC2010 JPEGImages')
+    mat_dir = require_dir(mat_dir or osp.join(src, 'trainval'), 'PASCAL-Context .mat folder (--mat-dir)',
+                          "extract trainval.tar.gz and pass its trainval/ folder")
+    return src, img_dir, mat_dir
+
+
+def split_ids(src: str, img_dir: str, mats: Set[str], split: str) -> List[str]:
+    """Ids of VOC2010 ``ImageSets/Main/<split>.txt`` that have a ``.mat`` file (val: the 5105 images of
+    PASCAL-Context's val split); every one must have its image."""
+    split_file = require_file(osp.join(src, 'ImageSets', 'Main', f'{split}.txt'),
+                              f'VOC2010 split file ImageSets/Main/{split}.txt')
+    ids = [i for i in read_split(split_file) if i in mats]
+    if not ids:
+        fail(f"none of the ids in '{split_file}' has a .mat file in the --mat-dir folder")
+    no_img = [i for i in ids if not osp.isfile(osp.join(img_dir, f'{i}.jpg'))]
+    if no_img:
+        fail(f"{len(no_img)} of {len(ids)} {split} images missing in '{img_dir}' "
+             f'(first: {no_img[0]}.jpg)')
+    return ids
+
+
+def mat_ids(mat_dir: str) -> Set[str]:
+    """Ids of the ``<id>.mat`` files of PASCAL-Context's ``trainval/`` folder."""
+    mats = {strip_suffix(f, '.mat') for f in list_files(mat_dir, '.mat')}
+    if not mats:
+        fail(f"no '*.mat' files in '{mat_dir}' (expected trainval.tar.gz's trainval/ folder)")
+    return mats
+
+
+def require_scipy() -> None:
+    try:
+        import scipy.io  # noqa: F401
+    except ImportError:
+        fail('scipy is needed to read the .mat files: pip install scipy')
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert PASCAL-Context .mat labels to 60-class PNG masks with split files.',
@@ -79,31 +118,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--copy-images', action='store_true',
                         help='copy JPEGImages into OUT instead of symlinking it')
     args = parser.parse_args(argv)
-    try:
-        import scipy.io  # noqa: F401
-    except ImportError:
-        fail('scipy is needed to read the .mat files: pip install scipy')
-
-    src = require_dir(args.src, 'VOC2010 folder (SRC)', 'VOCdevkit/VOC2010')
-    img_dir = require_dir(osp.join(src, 'JPEGImages'), 'VOC2010 JPEGImages')
-    mat_dir = require_dir(args.mat_dir or osp.join(src, 'trainval'),
-                          'PASCAL-Context .mat folder (--mat-dir)',
-                          "extract trainval.tar.gz and pass its trainval/ folder")
-    mats = {strip_suffix(f, '.mat') for f in list_files(mat_dir, '.mat')}
-    if not mats:
-        fail(f"no '*.mat' files in '{mat_dir}' (expected trainval.tar.gz's trainval/ folder)")
+    require_scipy()
+    src, img_dir, mat_dir = voc2010_inputs(args.src, args.mat_dir)
+    mats = mat_ids(mat_dir)
     out = args.out or src
     lut = context_lut()
     for split in args.splits:
-        split_file = require_file(osp.join(src, 'ImageSets', 'Main', f'{split}.txt'),
-                                  f'VOC2010 split file ImageSets/Main/{split}.txt')
-        ids = [i for i in read_split(split_file) if i in mats]
-        if not ids:
-            fail(f"none of the ids in '{split_file}' has a .mat file in '{mat_dir}'")
-        no_img = [i for i in ids if not osp.isfile(osp.join(img_dir, f'{i}.jpg'))]
-        if no_img:
-            fail(f"{len(no_img)} of {len(ids)} {split} images missing in '{img_dir}' "
-                 f'(first: {no_img[0]}.jpg)')
+        ids = split_ids(src, img_dir, mats, split)
         pairs = [(osp.join(mat_dir, f'{i}.mat'), osp.join(out, MASK_DIR, f'{i}.png'))
                  for i in ids]
         convert_labels(f'pascal_context {split}', pairs, lut, args.nproc, reader=read_mat_label)

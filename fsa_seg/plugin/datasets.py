@@ -5,7 +5,9 @@ mmseg 1.2.2 already provides ``PascalVOCDataset``, ``PascalContextDataset`` (60
 classes, background = 0, ``reduce_zero_label=False``), ``PascalContextDataset59``
 (``reduce_zero_label=True``), ``COCOStuffDataset``, ``CityscapesDataset`` and
 ``ADE20KDataset``; their class tuples and label conventions match the released FSA
-configs, so only VOC20 and COCO-Object are added here.
+configs, so only VOC20 and COCO-Object are added here, and ADE20K-847 and PASCAL-Context-459
+with :class:`LoadUInt16Annotations` for their 16-bit masks (mmseg's ``LoadAnnotations`` casts
+masks to uint8, which would wrap class ids above 255 and the ignore value 65535).
 
 :func:`check_data_root` validates a dataset config before a runner is built, with
 a one-line error that says how to fix it (mmseg's own errors are an assertion on
@@ -13,14 +15,20 @@ a one-line error that says how to fix it (mmseg's own errors are an assertion on
 """
 from __future__ import annotations
 
+import io
 import os
 import os.path as osp
 from typing import Any, Iterator, List, Mapping, Optional
 
+import mmengine.fileio as fileio
+import numpy as np
+from PIL import Image
 from mmseg.datasets import BaseSegDataset, COCOStuffDataset, PascalVOCDataset
-from mmseg.registry import DATASETS
+from mmseg.datasets.transforms import LoadAnnotations
+from mmseg.registry import DATASETS, TRANSFORMS
 
 from ..benchmarks import BENCHMARKS, benchmark_for_dataset_type
+from ..class_names import load_class_names
 
 README_HINT = 'data/README.md'
 
@@ -178,3 +186,81 @@ class COCOObjectDataset(_CheckedPathsMixin, BaseSegDataset):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
 
+
+
+def _class_file_metainfo(benchmark: str) -> dict:
+    # One query per line in these files: the line is the class name (as in the released METAINFO).
+    # No palette: mmseg draws a fixed random one (seed 42) for visualisation.
+    words, _ = load_class_names(BENCHMARKS[benchmark].class_names)
+    return dict(classes=tuple(words))
+
+
+@DATASETS.register_module()
+class ADE20K847Dataset(_CheckedPathsMixin, BaseSegDataset):
+    """ADE20K-847 (ADE20K-full, Zhou et al., CVPR 2017) validation, 2000 images, 847 classes.
+
+    CAT-Seg's preparation (``tools/dataset_converters/ade847.py``): ``images_detectron2/validation/*.jpg``
+    and ``annotations_detectron2/validation/*.tif`` (uint16 class ids 0..846, 65535 unlabeled) with
+    ``validation.txt`` listing the ids. Load masks with :class:`LoadUInt16Annotations` and evaluate with
+    ``ignore_index=65535``.
+    """
+
+    METAINFO = _class_file_metainfo('ade847')
+    benchmark = 'ade847'
+
+    def __init__(self, ann_file: str = 'validation.txt', img_suffix: str = '.jpg', seg_map_suffix: str = '.tif',
+                 reduce_zero_label: bool = False, **kwargs: Any) -> None:
+        super().__init__(ann_file=ann_file, img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@DATASETS.register_module()
+class PascalContext459Dataset(_CheckedPathsMixin, BaseSegDataset):
+    """PASCAL-Context with its full 459 labels (Mottaghi et al., CVPR 2014), the 5105 val images.
+
+    ``annotations_detectron2/pc459_val/<id>.tif`` from ``tools/dataset_converters/pascal_context459.py``:
+    uint16 label id - 1 (0..458), 65535 unlabeled. Load masks with :class:`LoadUInt16Annotations` and
+    evaluate with ``ignore_index=65535``.
+    """
+
+    METAINFO = _class_file_metainfo('context459')
+    benchmark = 'context459'
+
+    def __init__(self, ann_file: str, img_suffix: str = '.jpg', seg_map_suffix: str = '.tif',
+                 reduce_zero_label: bool = False, **kwargs: Any) -> None:
+        super().__init__(ann_file=ann_file, img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@TRANSFORMS.register_module()
+class LoadUInt16Annotations(LoadAnnotations):
+    """mmseg's ``LoadAnnotations`` for masks with more than 256 values (16-bit TIFF/PNG, e.g. ADE20K-847 and
+    PASCAL-Context-459): the mask keeps its integer values (as the released ``MyLoadAnnotations``, which casts
+    to uint16) instead of being cast to uint8. ``reduce_zero_label`` is not supported (these masks store
+    class ids from 0 and their own ignore value)."""
+
+    def __init__(self, reduce_zero_label: Optional[bool] = False, backend_args: Optional[dict] = None) -> None:
+        if reduce_zero_label:
+            raise ValueError('LoadUInt16Annotations does not support reduce_zero_label=True')
+        super().__init__(reduce_zero_label=None, backend_args=backend_args, imdecode_backend='pillow')
+        self.reduce_zero_label = False
+
+    def _load_seg_map(self, results: dict) -> None:
+        if results.get('reduce_zero_label'):
+            raise ValueError('LoadUInt16Annotations: the dataset has reduce_zero_label=True, which 16-bit '
+                             'masks do not use')
+        data = fileio.get(results['seg_map_path'], backend_args=self.backend_args)
+        with Image.open(io.BytesIO(data)) as img:  # Pillow keeps I;16 TIFF/PNG values as they are
+            label = np.array(img)
+        if label.ndim == 3 and label.shape[2] == 1:
+            label = label[..., 0]
+        if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer) or label.max(initial=0) > 65535:
+            raise ValueError(f"{results['seg_map_path']}: expected a single-channel integer label map "
+                             f'(got shape {label.shape}, dtype {label.dtype})')
+        label = label.astype(np.uint16)
+        if results.get('label_map') is not None:  # custom class subsets, as mmseg does
+            source = label.copy()
+            for old_id, new_id in results['label_map'].items():
+                label[source == old_id] = new_id
+        results['gt_seg_map'] = label
+        results['seg_fields'].append('gt_seg_map')
