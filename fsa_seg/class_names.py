@@ -10,7 +10,8 @@ Builtin names (``voc21``, ``ade20k``, ...) resolve to the files packaged in
 ``fsa_seg/class_names/``; anything else is read as a file path. Each packaged file is a
 transcription of a released file, named in :data:`CLASS_NAME_SOURCES`: ``<benchmark>.txt``
 are FSA's (and ProxyCLIP's), ``<method>_<benchmark>.txt`` a base method's own file where it
-differs from FSA's (SCLIP's, NACLIP's and ClearCLIP's configs use them). Their separators are
+differs from FSA's (SCLIP's, NACLIP's and ClearCLIP's configs use them), ``sam3_<benchmark>.txt`` the
+SAM3 prompts of this package. Their separators are
 written as ``; `` here: SCLIP's and NACLIP's loaders split on ``', '`` and ClearCLIP's on
 ``','``, so their synonyms are the same words.
 """
@@ -52,6 +53,11 @@ CLASS_NAME_SOURCES = {
     'clearclip_voc21': f'{_CLEARCLIP}, configs/cls_voc21.txt',
     'clearclip_coco_object': f'{_CLEARCLIP}, configs/cls_coco_object.txt',
 }
+# SAM3's prompts are this package's own (SAM3 configs, fsa_seg/sam3): derived from FSA's file of the benchmark,
+# with one "background" prompt for the background line and no prompt on two lines.
+CLASS_NAME_SOURCES.update({
+    f'sam3_{name}': f'fsa-seg, derived from {name}.txt: a single "background" prompt, no prompt on two lines'
+    for name in ('voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff', 'cityscapes', 'ade20k')})
 
 PathLike = Union[str, 'os.PathLike[str]']
 

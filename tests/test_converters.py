@@ -375,7 +375,7 @@ def test_cli_progress_line(tmp_path):
 
 def test_converted_ade847_and_context459_load_through_config(tmp_path):
     pytest.importorskip('mmseg')
-    import fsa_seg.datasets  # noqa: F401
+    import fsa_seg.plugin  # noqa: F401  (registers the datasets)
     from mmengine import Config
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
