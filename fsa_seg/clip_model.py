@@ -76,6 +76,10 @@ class CLIPSegModel(OpenVocabModel):
         text_embeddings: precomputed L2-normalised query embeddings ``[Q, E]``; the text encoder is then
             not run (e.g. embeddings computed elsewhere, or stand-ins for timing runs).
         base_method_cfg: extra options for the base method (e.g. NACLIP's window).
+        patch_fit: how a window whose sides are not multiples of the patch size meets the patch grid:
+            ``'pad'`` (zero-padded, centred, and the scores cut back to the window) or ``'floor'`` (the patch
+            embedding drops the remainder and the logits are stretched over the whole window, as NACLIP's
+            released code does, e.g. on its whole-image VOC protocol).
         pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
     """
 
@@ -86,8 +90,11 @@ class CLIPSegModel(OpenVocabModel):
                  base_method_cfg: Optional[dict] = None, random_weights: bool = False,
                  templates: str = "openai_imagenet", cache_text: bool = True,
                  text_embeddings: Optional[Tensor] = None, pamr: bool = False, pamr_steps: int = 10,
-                 pamr_dilations: Sequence[int] = (8, 16), **kwargs) -> None:
+                 pamr_dilations: Sequence[int] = (8, 16), patch_fit: str = "pad", **kwargs) -> None:
         super().__init__(name_path=name_path, **kwargs)
+        if patch_fit not in ("pad", "floor"):
+            raise ValueError(f"patch_fit must be 'pad' or 'floor', got '{patch_fit}'")
+        self.patch_fit = patch_fit
         method_cfg = dict(base_method_cfg or {})
         if base_method == "proxyclip":
             method_cfg.setdefault("beta", beta)
@@ -145,6 +152,8 @@ class CLIPSegModel(OpenVocabModel):
 
     @property
     def pad_multiple(self) -> int:
+        if self.patch_fit == "floor":  # windows go in as they are; the patch grid floors them
+            return 1
         return lcm(self.backbone.patch_size[0], self.vfm.patch_multiple if self.vfm is not None else 1)
 
     def _proxy_input(self, crops: Tensor) -> Tensor:

@@ -40,6 +40,18 @@ def resolve_device_dtype(precision: str = "auto", device: Optional[Union[str, to
     return device, PRECISIONS[precision]
 
 
+def suppress_small_classes(probabilities: Tensor, area_thd: float) -> Tensor:
+    """SCLIP's area threshold (Wang et al., ECCV 2024; released ``area_thd``): a class ``k >= 1`` whose argmax
+    area is at most ``area_thd`` times the area of all pixels predicted as a class ``>= 1`` gets probability 0
+    everywhere (its pixels then go to their next class, often the background). ``[K, H, W]`` -> new tensor."""
+    num_classes = probabilities.shape[0]
+    area = torch.bincount(probabilities.argmax(dim=0).flatten(), minlength=num_classes)[1:]
+    keep = (area > area_thd * area.sum()).to(probabilities.dtype)
+    out = probabilities.clone()
+    out[1:] *= keep.view(-1, 1, 1)
+    return out
+
+
 @dataclass
 class Prediction:
     """One image's result: class probabilities ``[K, H, W]`` (fp32) and labels ``[H, W]`` (long)."""
@@ -54,6 +66,11 @@ class OpenVocabModel(nn.Module):
     Args:
         name_path: class-name file or builtin name (one class per line, ``;``-separated synonyms).
         prob_thd: pixels whose best class probability is below it get label 0 (background).
+        area_thd: classes (other than 0) predicted on less than this share of the pixels not predicted as
+            class 0 are removed (their probabilities set to 0) before the labels are taken (SCLIP's
+            ``area_thd``); None: off.
+        renormalize: after the max over synonyms, divide the stored class probabilities by their sum over
+            classes (NACLIP's released code); the labels are taken before, so they are unaffected.
         logit_scale: CLIP's softmax scale over the query logits.
         slide_crop, slide_stride: sliding window (``slide_crop=0``: the whole image in one window).
         crop_batch_size: windows scored together.
@@ -64,12 +81,17 @@ class OpenVocabModel(nn.Module):
     pixel_mean: Tuple[float, float, float] = CLIP_MEAN
     pixel_std: Tuple[float, float, float] = CLIP_STD
 
-    def __init__(self, name_path: str, prob_thd: float = 0.0, logit_scale: float = 40.0,
-                 slide_crop: int = 336, slide_stride: int = 112, crop_batch_size: int = 8,
-                 precision: str = "auto", device: Optional[str] = None) -> None:
+    def __init__(self, name_path: str, prob_thd: float = 0.0, area_thd: Optional[float] = None,
+                 renormalize: bool = False, logit_scale: float = 40.0, slide_crop: int = 336,
+                 slide_stride: int = 112, crop_batch_size: int = 8, precision: str = "auto",
+                 device: Optional[str] = None) -> None:
         super().__init__()
         self._set_queries(*load_class_names(name_path))
         self.prob_thd = float(prob_thd)
+        if area_thd is not None and not 0.0 <= float(area_thd) < 1.0:
+            raise ValueError(f"area_thd must be in [0, 1) or None, got {area_thd}")
+        self.area_thd = None if area_thd is None else float(area_thd)
+        self.renormalize = bool(renormalize)
         self.logit_scale = float(logit_scale)
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise ValueError(f"slide_crop must be >= 0 (0 = whole image) and slide_stride > 0, "
@@ -174,7 +196,12 @@ class OpenVocabModel(nn.Module):
     def predict_scores(self, scores: Tensor) -> Prediction:
         """Class probabilities and labels from one image's query scores at its original size."""
         probs = self.class_probabilities(scores.float())
-        return Prediction(probs, self.labels(probs))
+        if self.area_thd is not None:
+            probs = suppress_small_classes(probs, self.area_thd)
+        labels = self.labels(probs)
+        if self.renormalize:
+            probs = probs / probs.sum(dim=0, keepdim=True)
+        return Prediction(probs, labels)
 
     @torch.no_grad()
     def predict(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]] = None

@@ -318,8 +318,9 @@ def test_published_residual_and_ffn_choices_and_overrides():
 
 
 def test_released_class_without_proxy_is_vanilla_clip():
-    model = FSAProxySegmentation(clip_type=None, model_type="tiny-ViT-16", vfm_model=None, name_path="voc20",
-                                 FSA=True, **FAST)
+    with pytest.warns(UserWarning, match="ignores FSA"):
+        model = FSAProxySegmentation(clip_type=None, model_type="tiny-ViT-16", vfm_model=None, name_path="voc20",
+                                     FSA=True, **FAST)
     model = model.model
     assert model.base_method == "vanilla" and isinstance(model.method, VanillaBlock) and model.vfm is None
 

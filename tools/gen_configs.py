@@ -124,13 +124,12 @@ PROTOCOLS: Dict[str, Protocol] = {
                  "files configs/cls_*.txt and CLIPForSegmentation's defaults (224/112 window, logit scale 40, no "
                  "PAMR)",
         dict(slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0),
-        {"voc21": dict(logit_scale=65.0, prob_thd=0.1, name_path="sclip_voc21"),
+        {"voc21": dict(logit_scale=65.0, prob_thd=0.1, area_thd=0.1, name_path="sclip_voc21"),
          "voc20": dict(name_path="sclip_voc20"),
          "context60": dict(logit_scale=50.0, prob_thd=0.1),
          "coco_object": dict(logit_scale=50.0, prob_thd=0.1, name_path="sclip_coco_object")},
         {"coco_stuff164k": 448, "cityscapes": 560}, default_short_side=336,
-        notes={**UNRELEASED, "voc21": ("SCLIP's area_thd=0.1 (small predicted classes sent to background) is not "
-                                       "implemented.",)}),
+        notes=UNRELEASED),
     "clearclip": Protocol(
         "ClearCLIP", "ClearCLIP (Lan et al., ECCV 2024), github.com/mc-lan/ClearCLIP: configs/cfg_*.py, its "
                      "class-name files configs/cls_*.txt and ClearCLIPSegmentation's defaults (448/224 window, "
@@ -142,10 +141,11 @@ PROTOCOLS: Dict[str, Protocol] = {
     "naclip": Protocol(
         "NACLIP", "NACLIP (Hajimiri et al., WACV 2025), github.com/sinahmr/NACLIP: configs/cfg_*.py, its "
                   "class-name files configs/cls_*.txt, NACLIP's defaults (224/112 window, logit scale 40, Gaussian "
-                  "std 5) and the main-results run (test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 "
-                  "and 16)",
+                  "std 5), the main-results run (test_all.sh reduced naclip 5 on: PAMR 10 steps, dilations 8 "
+                  "and 16), windows not padded to the patch grid (the patch embedding floors, the logits are "
+                  "stretched back) and the stored probabilities renormalised after the max over synonyms",
         dict(slide_crop=224, slide_stride=112, logit_scale=40.0, prob_thd=0.0, pamr=True, pamr_steps=10,
-             pamr_dilations=(8, 16)),
+             pamr_dilations=(8, 16), patch_fit="floor", renormalize=True),
         {"voc21": dict(prob_thd=0.1, slide_crop=0, name_path="naclip_voc21"),
          "voc20": dict(slide_crop=0, name_path="naclip_voc20"),
          "context60": dict(prob_thd=0.1), "coco_object": dict(prob_thd=0.1, name_path="naclip_coco_object")},

@@ -11,6 +11,7 @@ Registered names: ``FSASegmentor``, ``FSAProxySegmentation`` (the released class
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Dict, Optional, Set, Type
 
 import torch
@@ -134,7 +135,7 @@ _RELEASED_KEYS: Dict[str, str] = {"clip_type": "clip_pretrained", "model_type": 
 class FSAProxySegmentation(FSASegmentor):
     """The released class name and keyword arguments (``clip_type``, ``model_type``, ``vfm_model``,
     ``checkpoint``, ``FSA``), mapped onto :class:`FSASegmentor`. As in the released code, ``vfm_model=None``
-    runs vanilla CLIP (its unmodified last block)."""
+    runs vanilla CLIP (its unmodified last block) without FSA, whatever ``FSA`` says (with a warning)."""
 
     @classmethod
     def option_names(cls) -> Set[str]:
@@ -145,6 +146,11 @@ class FSAProxySegmentation(FSASegmentor):
                     **kwargs) -> OpenVocabModel:
         for ours in _RELEASED_KEYS.values():
             kwargs.pop(ours, None)  # the released names win when a config sets both
+        if not vfm_model and FSA:
+            warnings.warn("FSAProxySegmentation with vfm_model=None runs plain CLIP and ignores FSA=True, as the "
+                          "released code does; for FSA on vanilla CLIP use type='FSASegmentor', "
+                          "base_method='vanilla', fsa=True")
+            FSA = False
         return CLIPSegModel(name_path=name_path, clip_model=model_type.replace("/", "-"), clip_pretrained=clip_type,
                             vfm=vfm_model, vfm_checkpoint=checkpoint, fsa=FSA,
                             base_method="proxyclip" if vfm_model else "vanilla",

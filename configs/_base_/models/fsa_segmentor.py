@@ -26,11 +26,18 @@ model = dict(
     name_path='voc21',
     # Prompt templates per class name: 'openai_imagenet' (the 80 used by all the papers) | 'single'.
     templates='openai_imagenet',
-    # Prediction.
+    # Prediction: background threshold (class 0 below it); SCLIP's area threshold (classes predicted on at most
+    # this share of the non-background pixels are dropped; None = off); NACLIP's renormalisation of the stored
+    # probabilities (labels unaffected).
     prob_thd=0.0,
+    area_thd=None,
+    renormalize=False,
     logit_scale=40.0,
     slide_crop=336,
     slide_stride=112,
+    # Windows whose sides are not multiples of the patch size: 'pad' (zero-pad, cut back) or 'floor' (the patch
+    # grid drops the remainder, logits stretched over the window; NACLIP's released behaviour).
+    patch_fit='pad',
     # Optional PAMR post-refinement of the score maps at the original image size (SCLIP/NACLIP).
     pamr=False,
     pamr_steps=10,
