@@ -236,12 +236,17 @@ class FeedbackSelfAdaptiveAttention(torch.nn.Module):
         p = self.params
         return f"top_p={p.top_p}, lamda={p.lamda}, base_scale={p.base_scale}, uniform_scale={p.uniform_scale}"
 
+    def feedback(self, a0_v: Tensor, v: Tensor, head: LogitHead, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+        """The feedback attention ``A_fb`` ``[B, N, N]`` from the base output ``A0 V`` (``[B, h, N, d]``) and the
+        values (paper Eq. 3-7); in the probabilities' dtype (fp32 or wider) unless ``out_dtype`` is given."""
+        base_logits = head(merge_heads(a0_v))
+        uniform_logits = head(merge_heads(uniform_attend(v)))
+        return feedback_attention(base_logits, uniform_logits, self.params, out_dtype=out_dtype)
+
     def forward(self, a0: Tensor, v: Tensor, head: LogitHead, a0_v: Optional[Tensor] = None) -> Tensor:
         if a0_v is None:
             a0_v = attend(a0, v)
-        base_logits = head(merge_heads(a0_v))
-        uniform_logits = head(merge_heads(uniform_attend(v)))
-        a_fb = feedback_attention(base_logits, uniform_logits, self.params, out_dtype=v.dtype)
+        a_fb = self.feedback(a0_v, v, head, out_dtype=v.dtype)
         return ensemble_attend(a_fb, a0, v, a0_v=a0_v)
 
 

@@ -240,9 +240,17 @@ def markdown(report: Dict) -> str:
            f"budget for the naive run {meta['mem_budget_gb']} GB; {meta['date']}. "
            f"`others` = cores used by other processes during the timed repeats (0 = quiet machine).\n",
            f"Command: `{meta['command']}`\n"]
+    out += grid_markdown(results)
+    out += image_markdown(results)
+    return "\n".join(out) + "\n"
+
+
+def grid_markdown(results: List[Dict], level: str = "##") -> List[str]:
+    """The measurement table and the ratio table of the grid parts (markdown lines; none without grid rows)."""
+    out: List[str] = []
     grid = [r for r in results if r.get("part") != "image"]
     if grid:
-        out += ["## Measurements\n",
+        out += [f"{level} Measurements\n",
                 "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
                 "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
         for r in grid:
@@ -261,7 +269,7 @@ def markdown(report: Dict) -> str:
                        f"their timings are inflated (2 busy threads wait for each other).")
         rows = ratios(results)
         if rows:
-            out += ["\n## Ratios\n",
+            out += [f"\n{level} Ratios\n",
                     "FSA = `fsa` part (fsa_seg/fsa.py), naive = fsa_seg/naive_fsa.py (released formulation); "
                     "FSA share = FSA step / whole per-crop forward with FSA; FSA added (block) = (last block with "
                     "FSA - last block without) / whole forward without FSA; FSA added (whole) = the same from the "
@@ -277,11 +285,17 @@ def markdown(report: Dict) -> str:
                            f"{_fmt_ratio(r.get('fsa_share_of_whole'), True)} | "
                            f"{_fmt_ratio(r.get('fsa_added_block'), True)} | "
                            f"{_fmt_ratio(r.get('fsa_added_whole'), True)} |")
+    return out
+
+
+def image_markdown(results: List[Dict], level: str = "##") -> List[str]:
+    """The per-image table (markdown lines; none without image rows)."""
+    out: List[str] = []
     images = [r for r in results if r.get("part") == "image"]
     if images:
-        out += ["\n## Per image (end to end)\n",
+        out += [f"\n{level} Per image (end to end)\n",
                 "| image | size (W x H) | options | VFM | N | queries | crops | median s | min-max s | extra MB | "
-                "others | released |",
+                "others | released (2-core CPU, fp32) |",
                 "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in images:
             if r.get("status") != "ok":
@@ -295,7 +309,7 @@ def markdown(report: Dict) -> str:
                        f"{r.get('n')} | {r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
                        f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_mb(r.get('extra_mem_bytes'))} | "
                        f"{others} | {released} |")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _device_name(device: str) -> str:
