@@ -16,7 +16,7 @@ STANDALONE = ["fsa_seg", "fsa_seg.fsa", "fsa_seg.last_block", "fsa_seg.vfm", "fs
               "fsa_seg.clip_model", "fsa_seg.open_vocab", "fsa_seg.naive_fsa", "fsa_seg.benchmarks",
               "fsa_seg.class_names", "fsa_seg.sliding_window", "fsa_seg.pamr", "fsa_seg.data_check",
               "fsa_seg.benchmarking.workloads", "fsa_seg.benchmarking.runner", "fsa_seg.converters.voc",
-              "fsa_seg.env_info", "fsa_seg.distributed"]
+              "fsa_seg.env_info", "fsa_seg.distributed", "fsa_seg.gpu_check"]
 
 
 def test_the_models_import_without_mmseg_mmcv_or_transformers():
