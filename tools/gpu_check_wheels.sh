@@ -9,7 +9,7 @@
 # Downloads cp312 / manylinux x86_64 / pure-Python wheels with `pip download --no-deps` (one version of each;
 # the *.whl files already in the folder are removed first), then checks the set: no name twice, the total size,
 # and that it is complete: `pip install --dry-run --no-index` of the set against these wheels plus empty stand-in
-# wheels for what the target already has (TARGET_HAS below) must resolve every requirement.
+# wheels for what the target already has (DEVICE_HAS or BARE_HAS below) must resolve every requirement.
 # On the GPU machine (the repository root, .whl/ copied along):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #       .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
         --dry-run) DRY=1; shift ;;
         --no-check) CHECK=0; shift ;;
         --list) LIST=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
