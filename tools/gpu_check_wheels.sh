@@ -47,7 +47,7 @@ while [ $# -gt 0 ]; do
         --dry-run) DRY=1; shift ;;
         --no-check) CHECK=0; shift ;;
         --list) LIST=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "error: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
