@@ -62,9 +62,9 @@ from .fsa import attend, merge_heads
 MODEL_KEYS: Dict = dict(
     clip_model="ViT-B-16", clip_pretrained="openai", clip_checkpoint=None, base_method="proxyclip",
     base_method_cfg={}, vfm="sam", vfm_checkpoint=None, beta=1.2, gamma=3.0, fsa=True, top_p=0.45, lamda=3.0,
-    name_path="voc21", templates="openai_imagenet", prob_thd=0.2, logit_scale=40.0, slide_crop=336,
-    slide_stride=112, pamr=False, pamr_steps=10, pamr_dilations=(8, 16), precision="auto", device=None,
-    random_weights=False)
+    name_path="voc21", templates="openai_imagenet", prob_thd=0.2, area_thd=None, renormalize=False,
+    logit_scale=40.0, slide_crop=336, slide_stride=112, patch_fit="pad", pamr=False, pamr_steps=10,
+    pamr_dilations=(8, 16), precision="auto", device=None, random_weights=False)
 
 SECTIONS = ("agreement", "image", "grid")
 DEFAULT_BUDGET_S = 420.0
