@@ -121,3 +121,18 @@ def test_naive_estimate_matches_the_issue_figures():
 @pytest.mark.parametrize('n,expected', [(441, 'mae'), (576, 'dinov2'), (1764, 'dino'), (4096, 'sam'), (500, None)])
 def test_vfm_for_tokens(n, expected):
     assert workloads.vfm_for_tokens(n, 336) == expected
+
+
+def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
+    done = run_tool('benchmark', '--sweep', '--sweep-images', '2', '--image-size', '96x64', '--warmup', '0',
+                    '--work-dir', tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / 'sweep.json').read_text())
+    assert report['settings'][:2] == [{'top_p': 0.3, 'lamda': 2.0}, {'top_p': 0.3, 'lamda': 3.0}]
+    assert len(report['settings']) == 9 and len(report['separate_per_setting_s']) == 9
+    assert report['images'] == 2 and report['crops'] == 4 and report['queries'] == 46
+    assert report['one_pass_s'] > 0 and report['ratio'] == pytest.approx(report['separate_s'] / report['one_pass_s'])
+    assert report['identical'] is True  # the same predictions both ways
+    md = (tmp_path / 'sweep.md').read_text()
+    assert '| one pass |' in md and '| separate runs |' in md and 'Ratio (separate / one pass)' in md
+    assert 'ratio' in done.stdout and 'identical predictions: True' in done.stdout
