@@ -177,12 +177,13 @@ class OpenVocabModel(nn.Module):
     @classmethod
     def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
         """Raise :class:`VariantError` (one line) if ``changes`` cannot vary on top of a model built with
-        ``settings``: a key outside ``VARIANT_KEYS`` (it changes the crops or the backbone). A subclass adds the
-        checks that depend on values."""
+        ``settings``: a key outside ``VARIANT_KEYS`` (e.g. one that changes the crops or the backbone). A subclass
+        adds the checks that depend on values."""
         for key in changes:
             if key not in cls.VARIANT_KEYS:
-                raise VariantError(f"model.{key} cannot differ between the variants of one pass (it changes the "
-                                   f"crops or what {cls.__name__}.crop_features computes); use separate runs")
+                raise VariantError(f"model.{key} cannot differ between the variants of one pass ({cls.__name__} "
+                                   f"varies only {', '.join(sorted(cls.VARIANT_KEYS))} on one run of its "
+                                   f"backbone); use separate runs")
 
     @property
     def pad_multiple(self) -> int:

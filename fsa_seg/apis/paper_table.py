@@ -184,7 +184,7 @@ def plan_passes(jobs: Sequence[Job], separate: bool = False) -> List[List[Job]]:
         try:
             pass_variants([load_config(job.config, job.options) for job in group])
         except VariantError as err:
-            print(f"{ds}: separate passes ({str(err).split(';')[0]})")
+            print(f"{ds}: separate passes ({str(err).split(' (')[0].split(';')[0]})")
             groups += [[job] for job in group]
             continue
         print(f"{ds}: {' and '.join(job.info['row'].title for job in group)} in one pass over the data")

@@ -318,7 +318,7 @@ def plan_passes(jobs: Sequence[Job], grid: Grid, separate: bool = False) -> List
         except VariantError as err:
             others[key] = str(err)
     for key, why in others.items():
-        print(f"grid key {key} splits the passes over the data: {why.split(';')[0]}")
+        print(f"grid key {key} splits the passes over the data: {why.split(' (')[0].split(';')[0]}")
     groups: Dict[Tuple, List[Job]] = {}
     for job in jobs:
         marker = (job.info["dataset"],) + tuple(json.dumps(job.info["combo"][k], default=str) for k in others)
