@@ -179,3 +179,31 @@ def test_tools_test_variants_grid(tmp_path):
     assert bad.returncode == 2
     (line,) = bad.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: model.slide_crop") and "use separate runs" in line
+
+
+def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thread):
+    """SAM3 (tiny, random, FSA on): the vision backbone is shared; the base class's keys vary on top of it."""
+    from fsa_seg.sam3 import SAM3SegModel
+
+    names = tmp_path / "tiny.txt"
+    names.write_text("background; sky\ncat\ndog\nperson; people\n")
+
+    def build(**kwargs):
+        torch.manual_seed(0)
+        return SAM3SegModel(name_path=str(names), random_weights=True, device="cpu", fsa=True, presence_thd=0.0,
+                            slide_crop=48, slide_stride=32, crop_batch_size=2, **kwargs).eval()
+
+    model = build()
+    images = list(torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1)))
+    variants = [{}, {"prob_thd": 0.5}, {"area_thd": 0.3, "renormalize": True}]
+    out = model.predict_variants(images, None, variants)
+    for k, variant in enumerate(variants):
+        expected = build(**variant).predict(images)
+        for i in range(2):
+            assert torch.equal(out[i][k].labels, expected[i].labels), (variant, i)
+            assert torch.equal(out[i][k].probabilities, expected[i].probabilities), (variant, i)
+    assert not torch.equal(out[0][1].labels, out[0][0].labels) and \
+        not torch.equal(out[0][2].probabilities, out[0][0].probabilities)
+    with pytest.raises(VariantError, match="model.fsa cannot differ .* varies only area_thd, logit_scale, "
+                                           "prob_thd, renormalize .*use separate runs"):
+        model.variant_state({"fsa": False})
