@@ -125,14 +125,20 @@ def test_vfm_for_tokens(n, expected):
 
 def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
     done = run_tool('benchmark', '--sweep', '--sweep-images', '2', '--image-size', '96x64', '--warmup', '0',
-                    '--work-dir', tmp_path, *TINY)
+                    '--sweep-repeats', '2', '--work-dir', tmp_path, *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / 'sweep.json').read_text())
     assert report['settings'][:2] == [{'top_p': 0.3, 'lamda': 2.0}, {'top_p': 0.3, 'lamda': 3.0}]
-    assert len(report['settings']) == 9 and len(report['separate_per_setting_s']) == 9
+    assert len(report['settings']) == 9 and report['repeats'] == 2
+    assert [r['order'] for r in report['rounds']] == ['one pass first', 'separate runs first']
+    for r in report['rounds']:
+        assert len(r['separate']['per_setting']) == 9 and r['one_pass']['seconds'] > 0
+        assert r['separate']['seconds'] == pytest.approx(sum(b['seconds'] for b in r['separate']['per_setting']))
     assert report['images'] == 2 and report['crops'] == 4 and report['queries'] == 46
-    assert report['one_pass_s'] > 0 and report['ratio'] == pytest.approx(report['separate_s'] / report['one_pass_s'])
+    seps = sorted(r['separate']['seconds'] for r in report['rounds'])
+    assert report['separate_s'] == pytest.approx(sum(seps) / 2)  # the median of two
+    assert report['ratio'] == pytest.approx(report['separate_s'] / report['one_pass_s'])
     assert report['identical'] is True  # the same predictions both ways
     md = (tmp_path / 'sweep.md').read_text()
-    assert '| one pass |' in md and '| separate runs |' in md and 'Ratio (separate / one pass)' in md
+    assert '| 2 | separate runs |' in md and 'Ratio (separate / one pass, medians)' in md
     assert 'ratio' in done.stdout and 'identical predictions: True' in done.stdout

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datagen import write_voc
-from fsa_seg.apis import evaluate, load_config
+from fsa_seg.apis import evaluate, evaluate_variants, load_config
 from fsa_seg.apis.evaluate import setup_resume
 from fsa_seg.plugin.evaluation import PerClassIoUMetric
 from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
@@ -195,6 +195,11 @@ def test_one_pass_sigkill_then_resume_gives_the_clean_metrics(tmp_path):
         keys = [json.loads(line)["key"] for line in f.read_text().splitlines()]
         for key in set(keys):
             assert keys.count(key) == (2 if key in before and key not in done else 1), (f, key)
+
+    # Resuming the finished pass evaluates nothing and gives every variant's numbers again.
+    again = evaluate_variants(CONFIG, [{"model.top_p": v} for v in (0.3, 0.6, 1.0)], [str(work / n) for n in names],
+                              options, resume=True)
+    assert [{k: float(v) for k, v in m.items()} for m in again] == [r["metrics"] for r in clean_results]
 
 
 def test_resume_refuses_records_of_another_config(tmp_path):

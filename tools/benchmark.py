@@ -29,8 +29,10 @@ leave the CPUs idle; the ``others`` column reports the cores other processes use
 
 ``--sweep`` (fsa_seg/benchmarking/sweep.py): the 3 x 3 ``top_p`` x ``lamda`` grid over the same generated
 images (``--sweep-images`` of ``--image-size``), in one pass (the backbone once per crop batch) and as separate
-runs (a full prediction per setting), in this process; prints both wall times, their ratio and whether the
-predictions are identical (``WORK_DIR/sweep.json``, ``WORK_DIR/sweep.md``).
+runs (a full prediction per setting), in this process, ``--sweep-repeats`` rounds alternating which way runs
+first; prints the wall times, the ratio (medians) and whether the predictions are identical
+(``WORK_DIR/sweep.json``, ``WORK_DIR/sweep.md``); ``--wait-quiet S`` waits for idle CPUs before each timed block,
+and each block's ``others`` says how many cores other processes used meanwhile.
 """
 from __future__ import annotations
 
@@ -75,6 +77,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true",
                    help="time a 3 x 3 top_p x lamda grid in one pass vs separate runs (nothing else)")
     p.add_argument("--sweep-images", type=int, default=2, help="generated images of --image-size for --sweep")
+    p.add_argument("--sweep-repeats", type=int, default=1,
+                   help="rounds of both ways for --sweep, alternating which runs first (medians reported)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="no measurement: merge these result files into WORK_DIR/NAME.json and NAME.md")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -111,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         width, height = (int(x) for x in args.image_size.lower().split("x"))
         run_sweep_benchmark(cfg.model.to_dict(), args.work_dir, command, images=args.sweep_images,
                             image_size=(width, height), overrides=overrides, threads=args.threads,
-                            warmup=args.warmup)
+                            warmup=args.warmup, wait_quiet=args.wait_quiet, repeats=args.sweep_repeats)
         return 0
     return run_benchmark(args, cfg.model.to_dict(), command)
 

@@ -161,7 +161,7 @@ def _evaluate_records_only(cfg: Config, dataset_cfg: dict, record_dir: str) -> O
         wrapped = SkipDoneDataset(DATASETS.build(copy.deepcopy(dataset_cfg)), record_dir)
         if len(wrapped) > 0:
             return None
-        metric = METRICS.build(copy.deepcopy(_record_metric(cfg.get("test_evaluator"))))
+        metric = METRICS.build(dict(copy.deepcopy(_record_metric(cfg.get("test_evaluator"))), record_dir=record_dir))
         metric.dataset_meta = wrapped.metainfo
         metrics = metric.compute_metrics([])
     return metrics, metric.per_class, metric.num_images
