@@ -6,6 +6,11 @@ Plain torch (open_clip, timm, segment-anything; no mmseg). The mmseg segmentor `
 * :meth:`CLIPSegModel.crop_features` - the expensive part that no FSA or last-block setting changes:
   CLIP up to (not through) its last block, and the proxy model's features;
 * :meth:`CLIPSegModel.logits_from_features` - the base method's last block, FSA, the logits head.
+
+The settings of the second stage and of the post-processing (``CLIPSegModel.VARIANT_KEYS``: FSA and its
+parameters, the base method and its options, PAMR, the thresholds and the logit scale) can therefore differ
+between the variants of one pass (:meth:`~fsa_seg.open_vocab.OpenVocabModel.predict_variants`): the first stage
+runs once per crop batch for all of them.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -22,8 +27,8 @@ from torch import Tensor
 
 from .clip_backbone import CLIPBackbone, create_clip
 from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
-from .last_block import LastBlockAttention, build_last_block
-from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel
+from .last_block import LAST_BLOCKS, LastBlockAttention, build_last_block
+from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, VariantError
 from .pamr import PAMR
 from .vfm import build_vfm
 
@@ -70,6 +75,8 @@ class CLIPSegModel(OpenVocabModel):
         vfm / vfm_checkpoint: proxy model for ProxyCLIP (``sam``, ``dino``, ``dinov2``, ``mae``).
         beta, gamma: ProxyCLIP's attention shift and scale.
         fsa, top_p, lamda: FSA on/off, pruning mass and sharpening (paper Sec. 3).
+        base_scale, uniform_scale: FSA's logit scales of the base and the uniform-attention outputs in its
+            attention isolation (paper Eq. 3-4; released 20 and 35).
         random_weights: random CLIP/VFM weights, for pipeline checks only.
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
@@ -83,10 +90,17 @@ class CLIPSegModel(OpenVocabModel):
         pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
     """
 
+    #: the settings of the last block, FSA and the post-processing (see the module docstring)
+    VARIANT_KEYS = OpenVocabModel.VARIANT_KEYS | frozenset({
+        "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
+        "uniform_scale", "pamr", "pamr_steps", "pamr_dilations"})
+    VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + ("method", "base_method", "fsa", "pamr")
+
     def __init__(self, name_path: str, clip_model: str = "ViT-B-16", clip_pretrained: Optional[str] = "openai",
                  clip_checkpoint: Optional[str] = None, base_method: str = "proxyclip",
                  vfm: Optional[str] = "sam", vfm_checkpoint: Optional[str] = None, beta: float = 1.2,
                  gamma: float = 3.0, fsa: bool = True, top_p: float = 0.45, lamda: float = 3.0,
+                 base_scale: float = 20.0, uniform_scale: float = 35.0,
                  base_method_cfg: Optional[dict] = None, random_weights: bool = False,
                  templates: str = "openai_imagenet", cache_text: bool = True,
                  text_embeddings: Optional[Tensor] = None, pamr: bool = False, pamr_steps: int = 10,
@@ -95,17 +109,11 @@ class CLIPSegModel(OpenVocabModel):
         if patch_fit not in ("pad", "floor"):
             raise ValueError(f"patch_fit must be 'pad' or 'floor', got '{patch_fit}'")
         self.patch_fit = patch_fit
-        method_cfg = dict(base_method_cfg or {})
-        if base_method == "proxyclip":
-            method_cfg.setdefault("beta", beta)
-            method_cfg.setdefault("gamma", gamma)
-        self.method = build_last_block(base_method, **method_cfg)
-        self.base_method = base_method
+        self._set_head_settings(base_method, base_method_cfg, beta, gamma, fsa, top_p, lamda, base_scale,
+                                uniform_scale, pamr, pamr_steps, pamr_dilations)
         if self.method.needs_proxy and not vfm:
             raise ValueError(f"base_method '{base_method}' needs a proxy model: set model.vfm to one of "
                              f"sam, dino, dinov2, mae")
-        self.fsa = FeedbackSelfAdaptiveAttention(top_p=top_p, lamda=lamda) if fsa else None
-        self.pamr = PAMR(pamr_steps, pamr_dilations) if pamr else None
         if templates not in PROMPT_TEMPLATES:
             raise ValueError(f"unknown templates '{templates}'; choose one of {list(PROMPT_TEMPLATES)}")
 
@@ -130,6 +138,47 @@ class CLIPSegModel(OpenVocabModel):
             self.register_buffer("text_embeddings", text_embeddings.to(self.run_device, self.run_dtype),
                                  persistent=False)
         self._clip_mean_std = (torch.tensor(CLIP_MEAN) / 255.0, torch.tensor(CLIP_STD) / 255.0)
+
+    def _set_head_settings(self, base_method: str, base_method_cfg: Optional[dict], beta: float, gamma: float,
+                           fsa: bool, top_p: float, lamda: float, base_scale: float, uniform_scale: float,
+                           pamr: bool, pamr_steps: int, pamr_dilations: Sequence[int]) -> None:
+        """The last-block method, FSA and PAMR (what acts after :meth:`crop_features`)."""
+        method_cfg = dict(base_method_cfg or {})
+        if base_method == "proxyclip":
+            method_cfg.setdefault("beta", beta)
+            method_cfg.setdefault("gamma", gamma)
+        self.method = build_last_block(base_method, **method_cfg)
+        self.base_method = base_method
+        self.fsa = (FeedbackSelfAdaptiveAttention(top_p=top_p, lamda=lamda, base_scale=base_scale,
+                                                  uniform_scale=uniform_scale) if fsa else None)
+        self.pamr = PAMR(pamr_steps, pamr_dilations) if pamr else None
+        self._settings = {**self._settings, "base_method": base_method, "base_method_cfg": base_method_cfg,
+                          "beta": beta, "gamma": gamma, "fsa": fsa, "top_p": top_p, "lamda": lamda,
+                          "base_scale": base_scale, "uniform_scale": uniform_scale, "pamr": pamr,
+                          "pamr_steps": pamr_steps, "pamr_dilations": pamr_dilations}
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        super().apply_settings(settings)
+        self._set_head_settings(*(settings[k] for k in (
+            "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
+            "uniform_scale", "pamr", "pamr_steps", "pamr_dilations")))
+
+    @classmethod
+    def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        """Beyond the keys: a variant's base method must use the proxy features exactly when this model's does
+        (a model of a method with a proxy builds the VFM, pads the crops to its patch multiple and computes
+        its features; one without does none of that)."""
+        super().check_variant(settings, changes)
+        if "base_method" in changes:
+            new, own = changes["base_method"], settings["base_method"]
+            if new not in LAST_BLOCKS:
+                raise VariantError(f"model.base_method={new!r}: unknown base method; choose one of "
+                                   f"{sorted(LAST_BLOCKS)}")
+            if LAST_BLOCKS[new].needs_proxy != LAST_BLOCKS[own].needs_proxy:
+                uses = "needs" if LAST_BLOCKS[new].needs_proxy else "does not use"
+                raise VariantError(f"model.base_method={new!r} {uses} the proxy (VFM) features that "
+                                   f"base_method={own!r} {'does not compute' if uses == 'needs' else 'computes'}: "
+                                   f"the crops and the backbone differ; use separate runs")
 
     def encode_queries(self) -> None:
         """The text embeddings ``[Q, E]`` of the queries (prompt-template ensemble)."""
@@ -195,8 +244,10 @@ class CLIPSegModel(OpenVocabModel):
         """Unscaled query logits ``[n, Q, h, w]`` of normalised crops on the last block's output grid."""
         return self.logits_from_features(self.crop_features(crops))
 
-    def crop_scores(self, crops: Tensor) -> Tensor:
-        return F.interpolate(self.patch_logits(crops), size=crops.shape[-2:], mode="bilinear")
+    def scores_from_features(self, features: CropFeatures, crops: Tensor) -> Tensor:
+        """The query logits of :meth:`logits_from_features` resized to the crops (``crop_scores`` is this of
+        :meth:`crop_features`)."""
+        return F.interpolate(self.logits_from_features(features), size=crops.shape[-2:], mode="bilinear")
 
     def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
         """With ``pamr``, as SCLIP/NACLIP do: the query scores at the original size are refined by PAMR,

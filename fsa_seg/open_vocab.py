@@ -6,18 +6,26 @@ scores are not CLIP logits, :meth:`OpenVocabModel.class_probabilities`. This cla
 number and size of images: the class-name queries, sliding-window or whole-image inference, resizing to
 the original size, the max over synonyms and the background threshold. The mmseg segmentors
 (``fsa_seg.plugin``) wrap these models; :mod:`fsa_seg.apis` runs them on single images.
+
+One pass, many settings (:meth:`OpenVocabModel.predict_variants`): a subclass that splits its crop scoring into
+a shared part (:meth:`~OpenVocabModel.crop_features`) and a per-setting part
+(:meth:`~OpenVocabModel.scores_from_features`) and names the settings that act only after the shared part
+(``VARIANT_KEYS``, kept in the attributes ``VARIANT_ATTRIBUTES`` and set by :meth:`~OpenVocabModel.apply_settings`)
+evaluates K settings ("variants") on one run of the shared part per crop batch. Each variant's prediction is
+that of a model built with its settings: the same code builds its pieces, and it runs on the same crops.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .class_names import load_class_names
-from .sliding_window import slide_inference
+from .sliding_window import slide_inference, slide_inference_shared
 
 # CLIP's pixel statistics in 0..255 (images are normalised with them).
 CLIP_MEAN = (122.771, 116.746, 104.094)
@@ -52,6 +60,10 @@ def suppress_small_classes(probabilities: Tensor, area_thd: float) -> Tensor:
     return out
 
 
+class VariantError(ValueError):
+    """A setting that cannot be one of several variants of one pass; the message (one line) says why."""
+
+
 @dataclass
 class Prediction:
     """One image's result: class probabilities ``[K, H, W]`` (fp32) and labels ``[H, W]`` (long)."""
@@ -80,6 +92,11 @@ class OpenVocabModel(nn.Module):
     #: pixel statistics (0..255, RGB) the model's inputs are normalised with
     pixel_mean: Tuple[float, float, float] = CLIP_MEAN
     pixel_std: Tuple[float, float, float] = CLIP_STD
+    #: constructor arguments that act only after :meth:`crop_features`: they may differ between the variants
+    #: of one pass (:meth:`predict_variants`); a subclass adds its own
+    VARIANT_KEYS: ClassVar[FrozenSet[str]] = frozenset({"prob_thd", "area_thd", "renormalize", "logit_scale"})
+    #: the attributes that hold what those arguments set up (swapped by :meth:`use_variant`)
+    VARIANT_ATTRIBUTES: ClassVar[Tuple[str, ...]] = ("prob_thd", "area_thd", "renormalize", "logit_scale")
 
     def __init__(self, name_path: str, prob_thd: float = 0.0, area_thd: Optional[float] = None,
                  renormalize: bool = False, logit_scale: float = 40.0, slide_crop: int = 336,
@@ -87,12 +104,8 @@ class OpenVocabModel(nn.Module):
                  device: Optional[str] = None) -> None:
         super().__init__()
         self._set_queries(*load_class_names(name_path))
-        self.prob_thd = float(prob_thd)
-        if area_thd is not None and not 0.0 <= float(area_thd) < 1.0:
-            raise ValueError(f"area_thd must be in [0, 1) or None, got {area_thd}")
-        self.area_thd = None if area_thd is None else float(area_thd)
-        self.renormalize = bool(renormalize)
-        self.logit_scale = float(logit_scale)
+        self._settings: Dict[str, Any] = {}
+        self._set_output_settings(prob_thd, area_thd, renormalize, logit_scale)
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise ValueError(f"slide_crop must be >= 0 (0 = whole image) and slide_stride > 0, "
                              f"got {slide_crop} / {slide_stride}")
@@ -102,6 +115,18 @@ class OpenVocabModel(nn.Module):
         self.slide_stride = int(slide_stride)
         self.crop_batch_size = int(crop_batch_size)
         self.run_device, self.run_dtype = resolve_device_dtype(precision, device)
+
+    def _set_output_settings(self, prob_thd: float, area_thd: Optional[float], renormalize: bool,
+                             logit_scale: float) -> None:
+        """The settings of :meth:`class_probabilities` and :meth:`predict_scores` (see the class docstring)."""
+        if area_thd is not None and not 0.0 <= float(area_thd) < 1.0:
+            raise ValueError(f"area_thd must be in [0, 1) or None, got {area_thd}")
+        self.prob_thd = float(prob_thd)
+        self.area_thd = None if area_thd is None else float(area_thd)
+        self.renormalize = bool(renormalize)
+        self.logit_scale = float(logit_scale)
+        self._settings = {**self._settings, "prob_thd": prob_thd, "area_thd": area_thd,
+                          "renormalize": renormalize, "logit_scale": logit_scale}
 
     def _set_queries(self, query_words: Sequence[str], query_to_class: Sequence[int]) -> None:
         self.query_words = list(query_words)
@@ -128,8 +153,37 @@ class OpenVocabModel(nn.Module):
         raise NotImplementedError
 
     def crop_scores(self, crops: Tensor) -> Tensor:
-        """Per-query scores ``[n, Q, h, w]`` of ``n`` normalised crops ``[n, 3, h, w]``."""
+        """Per-query scores ``[n, Q, h, w]`` of ``n`` normalised crops ``[n, 3, h, w]``: by default
+        :meth:`scores_from_features` of :meth:`crop_features` (a subclass implements those two, or this)."""
+        return self.scores_from_features(self.crop_features(crops), crops)
+
+    def crop_features(self, crops: Tensor) -> Any:
+        """The part of a crop batch's scoring that no ``VARIANT_KEYS`` setting changes (the backbone); needed
+        for :meth:`predict_variants`."""
+        raise NotImplementedError(f"{type(self).__name__} does not split its crop scoring (crop_features / "
+                                  f"scores_from_features): it cannot evaluate variants in one pass")
+
+    def scores_from_features(self, features: Any, crops: Tensor) -> Tensor:
+        """Per-query scores ``[n, Q, h, w]`` of the crops ``[n, 3, h, w]`` whose :meth:`crop_features` are
+        ``features``, under the current settings."""
         raise NotImplementedError
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        """Set up the model for ``settings`` (a value for every key of ``VARIANT_KEYS``) with the code its
+        constructor uses; a subclass with more keys extends this (calling ``super()``)."""
+        self._set_output_settings(settings["prob_thd"], settings["area_thd"], settings["renormalize"],
+                                  settings["logit_scale"])
+
+    @classmethod
+    def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        """Raise :class:`VariantError` (one line) if ``changes`` cannot vary on top of a model built with
+        ``settings``: a key outside ``VARIANT_KEYS`` (e.g. one that changes the crops or the backbone). A subclass
+        adds the checks that depend on values."""
+        for key in changes:
+            if key not in cls.VARIANT_KEYS:
+                raise VariantError(f"model.{key} cannot differ between the variants of one pass ({cls.__name__} "
+                                   f"varies only {', '.join(sorted(cls.VARIANT_KEYS))} on one run of its "
+                                   f"backbone); use separate runs")
 
     @property
     def pad_multiple(self) -> int:
@@ -162,19 +216,18 @@ class OpenVocabModel(nn.Module):
         index = self.query_to_class.to(per_query.device).view(-1, 1, 1).expand_as(per_query)
         return out.scatter_reduce_(0, index, per_query, reduce="amax")
 
+    def _window_groups(self, images: Sequence[Tensor]):
+        """``(images, crop, stride)`` groups: all images with the sliding window, or each image alone as one
+        window of its own size (whole-image inference, ``slide_crop=0``)."""
+        if self.slide_crop > 0:
+            return [(images, (self.slide_crop,) * 2, (self.slide_stride,) * 2)]
+        return [([img], tuple(img.shape[-2:]), tuple(img.shape[-2:])) for img in images]
+
     def image_scores(self, images: Sequence[Tensor]) -> List[Tensor]:
         """Query scores ``[Q, H, W]`` of each normalised image ``[3, H, W]`` (sliding window or whole)."""
-        if self.slide_crop > 0:
-            crop = (self.slide_crop, self.slide_crop)
-            stride = (self.slide_stride, self.slide_stride)
-        else:  # whole image: one window per image of its own size
-            crop = stride = None
         out = []
-        groups = [images] if crop is not None else [[img] for img in images]
-        for group in groups:
-            c = crop or tuple(group[0].shape[-2:])
-            s = stride or c
-            out += slide_inference(group, self._scores_on_device, self.num_queries, c, s,
+        for group, crop, stride in self._window_groups(images):
+            out += slide_inference(group, self._scores_on_device, self.num_queries, crop, stride,
                                    pad_multiple=self.pad_multiple, crop_batch_size=self.crop_batch_size)
         return out
 
@@ -210,3 +263,91 @@ class OpenVocabModel(nn.Module):
         sizes = list(sizes) if sizes is not None else [tuple(img.shape[-2:]) for img in images]
         scores = self.image_scores(images)
         return [self.predict_scores(self.scores_at(s, img, size)) for s, img, size in zip(scores, images, sizes)]
+
+    # -- variants: many settings on one run of crop_features ---------------------------------------------
+    def variant_settings(self) -> Dict[str, Any]:
+        """The model's current value of every ``VARIANT_KEYS`` setting."""
+        return dict(self._settings)
+
+    def _capture(self) -> Dict[str, Any]:
+        state = {name: getattr(self, name) for name in self.VARIANT_ATTRIBUTES}
+        state["_settings"] = self._settings
+        return state
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def variant_state(self, changes: Mapping[str, Any]) -> Dict[str, Any]:
+        """What the model's ``VARIANT_ATTRIBUTES`` hold when built with its settings updated by ``changes``
+        (built once, by :meth:`apply_settings`; the model itself is left as it was). :class:`VariantError` if
+        ``changes`` cannot be a variant (:meth:`check_variant`)."""
+        self.check_variant(self._settings, changes)
+        saved = self._capture()
+        try:
+            self.apply_settings({**self._settings, **changes})
+            return self._capture()
+        finally:
+            self._restore(saved)
+
+    @contextmanager
+    def use_variant(self, state: Mapping[str, Any]) -> Iterator["OpenVocabModel"]:
+        """Within the block the model has the settings of ``state`` (from :meth:`variant_state`); after it,
+        its own again."""
+        saved = self._capture()
+        self._restore(state)
+        try:
+            yield self
+        finally:
+            self._restore(saved)
+
+    def variant(self, **changes: Any):
+        """``with model.variant(top_p=0.3): ...`` - the model with these settings changed, within the block."""
+        return self.use_variant(self.variant_state(changes))
+
+    def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Mapping[str, Any]]
+                              ) -> List[List[Tensor]]:
+        """:meth:`image_scores` of each variant state, per image: :meth:`crop_features` runs once per crop batch,
+        then each variant's :meth:`scores_from_features`, one after another."""
+        def shared(crops: Tensor):
+            crops = crops.to(self.run_device, self.run_dtype)
+            with torch.no_grad():
+                return self.crop_features(crops), crops
+
+        def scorer(state):
+            def score(shared_out) -> Tensor:
+                features, crops = shared_out
+                with torch.no_grad(), self.use_variant(state):
+                    return self.scores_from_features(features, crops)
+            return score
+
+        scorers = [scorer(state) for state in states]
+        out: List[List[Tensor]] = []
+        for group, crop, stride in self._window_groups(images):
+            out += slide_inference_shared(group, shared, scorers, self.num_queries, crop, stride,
+                                          pad_multiple=self.pad_multiple, crop_batch_size=self.crop_batch_size)
+        return out
+
+    @torch.no_grad()
+    def predict_variants(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]],
+                         variants: Sequence[Mapping[str, Any]]) -> List[List[Prediction]]:
+        """Per image, per variant, the :class:`Prediction` of a model built with the variant's settings (each a
+        dict of ``VARIANT_KEYS`` arguments applied on top of this model's): ``out[i][k]`` for image ``i`` and
+        ``variants[k]``.
+
+        Per crop batch the shared part (:meth:`crop_features`) runs once and each variant's
+        :meth:`scores_from_features` after it; memory grows with the number of variants K by the per-image sums
+        of K query score maps ``[Q, H, W]`` (and the K predictions), not by K backbone runs.
+        """
+        states = [self.variant_state(v) for v in variants]
+        sizes = list(sizes) if sizes is not None else [tuple(img.shape[-2:]) for img in images]
+        per_image = self.image_scores_variants(images, states)
+        out: List[List[Prediction]] = []
+        for scores, img, size in zip(per_image, images, sizes):
+            preds = []
+            for k, state in enumerate(states):
+                with self.use_variant(state):
+                    preds.append(self.predict_scores(self.scores_at(scores[k], img, size)))
+                scores[k] = None  # free this variant's sums as soon as its prediction is made
+            out.append(preds)
+        return out

@@ -7,7 +7,7 @@ the window, summed into the image and divided by the number of windows covering 
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,31 @@ def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tenso
     Windows of all images are batched together ``crop_batch_size`` at a time, so a batch of images gives
     the same windows, hence the same scores, as the images one by one.
     """
+    per_image = slide_inference_shared(images, lambda crops: crops, [score_fn], num_outputs, crop, stride,
+                                       pad_multiple, crop_batch_size)
+    return [scores for (scores,) in per_image]
+
+
+def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor], Any],
+                           score_fns: Sequence[Callable[[Any], Tensor]], num_outputs: int,
+                           crop: Tuple[int, int], stride: Tuple[int, int], pad_multiple: int = 1,
+                           crop_batch_size: int = 8) -> List[List[Tensor]]:
+    """:func:`slide_inference` for several scorings that share a first stage: per image, one score map
+    ``[num_outputs, H, W]`` per function of ``score_fns``.
+
+    Each batch of windows goes through ``shared_fn`` once; its result goes to every ``score_fns[k]``, one after
+    another, and each ``[n, num_outputs, h, w]`` result is added into its own per-image sums before the next
+    one runs (so only one batch of score maps is alive at a time, plus ``len(score_fns)`` sums per image).
+    Windows, batches and sums are those of :func:`slide_inference`: ``score_fns[k]`` gives exactly the scores
+    that ``slide_inference`` with ``score_fns[k](shared_fn(.))`` gives.
+    """
     jobs = []  # (image index, window, padding), grouped by padded window shape
     for idx, img in enumerate(images):
         for win in windows(img.shape[-2], img.shape[-1], crop, stride):
             pad = centre_padding(win[1] - win[0], win[3] - win[2], pad_multiple)
             jobs.append((idx, win, pad))
-    outputs = [img.new_zeros((num_outputs, *img.shape[-2:]), dtype=torch.float32) for img in images]
+    outputs = [[img.new_zeros((num_outputs, *img.shape[-2:]), dtype=torch.float32) for _ in score_fns]
+               for img in images]
     counts = [img.new_zeros((1, *img.shape[-2:]), dtype=torch.float32) for img in images]
     by_shape = {}
     for job in jobs:
@@ -68,8 +87,13 @@ def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tenso
     for group in by_shape.values():
         for chunk in _chunks(group, crop_batch_size):
             crops = torch.stack([F.pad(images[i][:, y1:y2, x1:x2], pad) for i, (y1, y2, x1, x2), pad in chunk])
-            scores = score_fn(crops).float()
-            for (i, (y1, y2, x1, x2), (l, _, t, _)), score in zip(chunk, scores):
-                outputs[i][:, y1:y2, x1:x2] += score[:, t:t + y2 - y1, l:l + x2 - x1]
+            shared = shared_fn(crops)
+            for k, score_fn in enumerate(score_fns):
+                scores = score_fn(shared).float()
+                for (i, (y1, y2, x1, x2), (l, _, t, _)), score in zip(chunk, scores):
+                    outputs[i][k][:, y1:y2, x1:x2] += score[:, t:t + y2 - y1, l:l + x2 - x1]
+                del scores
+            del shared
+            for i, (y1, y2, x1, x2), _ in chunk:
                 counts[i][:, y1:y2, x1:x2] += 1
-    return [out / cnt for out, cnt in zip(outputs, counts)]
+    return [[out / cnt for out in outs] for outs, cnt in zip(outputs, counts)]

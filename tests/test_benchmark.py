@@ -121,3 +121,24 @@ def test_naive_estimate_matches_the_issue_figures():
 @pytest.mark.parametrize('n,expected', [(441, 'mae'), (576, 'dinov2'), (1764, 'dino'), (4096, 'sam'), (500, None)])
 def test_vfm_for_tokens(n, expected):
     assert workloads.vfm_for_tokens(n, 336) == expected
+
+
+def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
+    done = run_tool('benchmark', '--sweep', '--sweep-images', '2', '--image-size', '96x64', '--warmup', '0',
+                    '--sweep-repeats', '2', '--work-dir', tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / 'sweep.json').read_text())
+    assert report['settings'][:2] == [{'top_p': 0.3, 'lamda': 2.0}, {'top_p': 0.3, 'lamda': 3.0}]
+    assert len(report['settings']) == 9 and report['repeats'] == 2
+    assert [r['order'] for r in report['rounds']] == ['one pass first', 'separate runs first']
+    for r in report['rounds']:
+        assert len(r['separate']['per_setting']) == 9 and r['one_pass']['seconds'] > 0
+        assert r['separate']['seconds'] == pytest.approx(sum(b['seconds'] for b in r['separate']['per_setting']))
+    assert report['images'] == 2 and report['crops'] == 4 and report['queries'] == 46
+    seps = sorted(r['separate']['seconds'] for r in report['rounds'])
+    assert report['separate_s'] == pytest.approx(sum(seps) / 2)  # the median of two
+    assert report['ratio'] == pytest.approx(report['separate_s'] / report['one_pass_s'])
+    assert report['identical'] is True  # the same predictions both ways
+    md = (tmp_path / 'sweep.md').read_text()
+    assert '| 2 | separate runs |' in md and 'Ratio (separate / one pass, medians)' in md
+    assert 'ratio' in done.stdout and 'identical predictions: True' in done.stdout

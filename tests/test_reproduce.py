@@ -52,6 +52,8 @@ def test_runs_base_and_fsa_and_compares_with_published(tmp_path, capsys):
                                {"voc21": str(tmp_path / "voc")}, load_published(str(published_file(tmp_path))))
 
     assert run()[2] == 0  # no failed run
+    # The two configs differ only in FSA on/off: one pass over the data evaluates both.
+    assert "voc21: ProxyCLIP (SAM) and ProxyCLIP (SAM) + FSA in one pass over the data" in capsys.readouterr().out
     base = json.loads((work / "base" / "voc21" / "results.json").read_text())
     fsa = json.loads((work / "fsa" / "voc21" / "results.json").read_text())
     assert base["config"].endswith("configs/proxyclip/proxy_sam_vit-b16_voc21.py") and base["model"]["fsa"] is False
@@ -76,6 +78,20 @@ def test_runs_base_and_fsa_and_compares_with_published(tmp_path, capsys):
     assert run()[2] == 0
     assert capsys.readouterr().out.count("done before") == 2
     assert (work / "fsa" / "voc21" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_one_pass_only_where_the_configs_differ_in_variant_keys(tmp_path, capsys):
+    from fsa_seg.apis.paper_table import plan_passes, plan_table
+
+    _, jobs = plan_table("proxyclip", "sam", "ViT-B-16", ["voc21", "cityscapes"], load_published(), str(tmp_path),
+                         check=False)
+    groups = plan_passes(jobs)
+    out = capsys.readouterr().out
+    assert [[(job.info["row"].fsa, job.info["dataset"]) for job in group] for group in groups] == [
+        [(False, "voc21"), (True, "voc21")], [(False, "cityscapes")], [(True, "cityscapes")]]
+    # ProxyCLIP's Cityscapes window stride (112) is not FSA's (80): the crops differ.
+    assert "cityscapes: separate passes (model.slide_stride cannot differ between the variants" in out
+    assert [len(group) for group in plan_passes(jobs, separate=True)] == [1, 1, 1, 1]
 
 
 def _fake_results(path: Path, miou: float) -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from datagen import write_voc
-from fsa_seg.apis import evaluate, load_config
+from fsa_seg.apis import evaluate, evaluate_variants, load_config
 from fsa_seg.apis.evaluate import setup_resume
 from fsa_seg.plugin.evaluation import PerClassIoUMetric
 from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
@@ -128,6 +128,80 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     assert {k: float(v) for k, v in again.items()} == clean_result["metrics"]
 
 
+def test_one_pass_sigkill_then_resume_gives_the_clean_metrics(tmp_path):
+    """tools/test.py --variants killed midway, one variant's last batch missing (a kill between two metrics'
+    flushes): --resume evaluates only the images some variant lacks, and every variant ends as a clean run."""
+    write_voc(tmp_path / "voc", SIZES, seed=3)
+    options = tiny_options(tmp_path, tmp_path / "voc")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]), OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    variants = ["--variants", "model.top_p=0.3,0.6,1.0"]
+    names = ["top_p=0.3", "top_p=0.6", "top_p=1.0"]
+
+    def command(config, work_dir, *extra):
+        return [sys.executable, str(REPO / "tools" / "test.py"), str(config), "--work-dir", str(work_dir), *variants,
+                *extra, "--cfg-options", *as_cli(options)]
+
+    clean = subprocess.run(command(CONFIG, tmp_path / "clean"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=600)
+    assert clean.returncode == 0, clean.stderr.decode()[-2000:]
+    clean_results = [json.loads((tmp_path / "clean" / n / "results.json").read_text()) for n in names]
+    assert len({json.dumps(r["metrics"]) for r in clean_results}) > 1  # the variants differ
+
+    (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
+    slow_cfg = tmp_path / "slow_voc21.py"
+    slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
+                        "custom_imports = dict(imports=['fsa_seg.plugin', 'slow_hook'], allow_failed_imports=False)\n"
+                        "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
+    work = tmp_path / "killed"
+    files = [work / n / "per_image" / "rank0.jsonl" for n in names]
+    proc = subprocess.Popen(command(slow_cfg, work), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if all(f.is_file() and len(f.read_text().splitlines()) >= 2 for f in files):  # a batch in each
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not any((work / n / "results.json").exists() for n in names)
+    lines = files[2].read_text().splitlines(keepends=True)
+    files[2].write_text("".join(lines[:-1]))  # the last variant lost its last image
+    recorded = [set(load_records(str(f.parent))) for f in files]
+    done = set.intersection(*recorded)
+    assert 1 <= len(done) < len(SIZES)
+
+    resumed_run = subprocess.run(command(CONFIG, work, "--resume"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, timeout=600)
+    assert resumed_run.returncode == 0, resumed_run.stderr.decode()[-2000:]
+    for n, clean_result in zip(names, clean_results):
+        resumed = json.loads((work / n / "results.json").read_text())
+        for key in ("metrics", "per_class", "images", "cfg_options", "model"):
+            assert resumed[key] == clean_result[key], (n, key)
+        stored, expected = load_records(str(work / n / "per_image")), load_records(str(tmp_path / "clean" / n /
+                                                                                        "per_image"))
+        assert sorted(stored) == sorted(expected)
+        for key in stored:
+            np.testing.assert_array_equal(stored[key], expected[key])
+    # Only the images that some variant lacked were evaluated again (and recorded again where already present).
+    for f, before in zip(files, recorded):
+        keys = [json.loads(line)["key"] for line in f.read_text().splitlines()]
+        for key in set(keys):
+            assert keys.count(key) == (2 if key in before and key not in done else 1), (f, key)
+
+    # Resuming the finished pass evaluates nothing and gives every variant's numbers again.
+    again = evaluate_variants(CONFIG, [{"model.top_p": v} for v in (0.3, 0.6, 1.0)], [str(work / n) for n in names],
+                              options, resume=True)
+    assert [{k: float(v) for k, v in m.items()} for m in again] == [r["metrics"] for r in clean_results]
+
+
 def test_resume_refuses_records_of_another_config(tmp_path):
     write_voc(tmp_path / "voc", SIZES[:2])
     options = tiny_options(tmp_path, tmp_path / "voc")
@@ -169,6 +243,22 @@ def test_skip_done_dataset_with_default_sampler(tmp_path, batch_size):
                         collate_fn=pseudo_collate)
     seen = [s.img_path for batch in loader for s in batch["data_samples"]]
     assert seen == [keys[i] for i in (1, 2, 5, 6)]
+
+
+def test_skip_done_dataset_skips_what_every_variant_recorded(tmp_path):
+    from mmengine.registry import DefaultScope
+
+    write_voc(tmp_path / "voc", [(16, 20)] * 5)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        keys = SkipDoneDataset(_voc_dataset_cfg(tmp_path / "voc"), None).all_keys
+        for name, done in (("a", (0, 1, 2)), ("b", (1, 2, 4))):
+            writer = RecordWriter(str(tmp_path / name), 0)
+            for i in done:
+                writer.write(keys[i], np.ones((4, 21), dtype=np.int64))
+            writer.close()
+        both = SkipDoneDataset(_voc_dataset_cfg(tmp_path / "voc"), [str(tmp_path / "a"), str(tmp_path / "b")])
+    assert both.num_done == 2 and [both.get_data_info(i)["img_path"] for i in range(len(both))] == \
+        [keys[0], keys[3], keys[4]]
 
 
 def _sample(key: str, pred: np.ndarray, label: np.ndarray) -> dict:

@@ -43,6 +43,9 @@ def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
     for n, label in enumerate(["top_p=0.3 lamda=2", "top_p=0.3 lamda=4", "top_p=0.6 lamda=2",
                                "top_p=0.6 lamda=4"], 1):
         assert f"[{n}/4] voc21 {label} ..." in out
+    # top_p and lamda act after the backbone: the four combinations share one pass over the data.
+    assert "one pass over the data per dataset, varying model.top_p, model.lamda within it: 1 pass" in out
+    assert out.count("one pass, 4 settings") == 1 and "(1 pass over the data)" in out
 
     rows = list(csv.DictReader(open(work / "sweep.csv")))
     assert [(r["model.top_p"], r["model.lamda"]) for r in rows] == [("0.3", "2"), ("0.3", "4"), ("0.6", "2"),
@@ -67,6 +70,33 @@ def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
     assert [r["mIoU"] for r in rows2] == [r["mIoU"] for r in rows]
     assert all(r["status"] == "done before" for r in rows2)
     assert stamps == {r["work_dir"]: (Path(r["work_dir"]) / "results.json").stat().st_mtime_ns for r in rows}
+
+    # Separate runs (the backbone for each) give the same files and numbers.
+    separate = sweep.run_sweep(CONFIG, grid, data_roots={"voc21": str(tmp_path / "voc")},
+                               options=tiny_options(tmp_path), work_dir=str(tmp_path / "separate"), separate=True)
+    assert all(r.status == "ok" for r in separate)
+    assert "separate runs: 4 evaluation(s)" in capsys.readouterr().out
+    for row in rows:
+        one = json.loads((Path(row["work_dir"]) / "results.json").read_text())
+        alone = json.loads((Path(str(row["work_dir"]).replace(str(work), str(tmp_path / "separate"))) /
+                            "results.json").read_text())
+        for key in ("cfg_options", "model", "metrics", "per_class", "images"):
+            assert one[key] == alone[key], key
+
+
+def test_passes_split_on_keys_that_change_the_backbone(tmp_path, capsys):
+    write_voc(tmp_path / "voc", [(40, 56)])
+    grid = sweep.parse_grid(["model.top_p=0.3,0.6", "model.slide_crop=32,48"])
+    jobs = sweep.plan_sweep(CONFIG, grid, data_roots={"voc21": str(tmp_path / "voc")},
+                            options=tiny_options(tmp_path), work_dir=str(tmp_path / "w"))
+    groups = sweep.plan_passes(jobs, grid)
+    out = capsys.readouterr().out
+    assert [[job.info["combo"] for job in group] for group in groups] == [
+        [{"model.top_p": 0.3, "model.slide_crop": 32}, {"model.top_p": 0.6, "model.slide_crop": 32}],
+        [{"model.top_p": 0.3, "model.slide_crop": 48}, {"model.top_p": 0.6, "model.slide_crop": 48}]]
+    assert "grid key model.slide_crop splits the passes over the data" in out
+    assert "per dataset and value of model.slide_crop, varying model.top_p within it: 2 passes" in out
+    assert [len(g) for g in sweep.plan_passes(jobs, grid, separate=True)] == [1, 1, 1, 1]
 
 
 def _rows(grid, values):
@@ -126,8 +156,9 @@ def test_sweep_command_line(tmp_path):
     """The tool's flags reach the sweep: one combination, outputs written, exit code 0; again: reused."""
     write_voc(tmp_path / "voc", [(40, 56)])
     argv = [CONFIG, "--grid", "model.top_p=0.3", "--data-root", f"voc21={tmp_path / 'voc'}", "--work-dir",
-            tmp_path / "w", "--cfg-options", *tiny_cli(tmp_path)]
+            tmp_path / "w", "--separate", "--cfg-options", *tiny_cli(tmp_path)]
     done = run_tool("sweep", *argv)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "[1/1] voc21 top_p=0.3 ..." in done.stdout and "sweep: 1/1 combinations evaluated" in done.stdout
+    assert "s wall time (separate runs)" in done.stdout
     assert (tmp_path / "w" / "sweep.csv").is_file() and (tmp_path / "w" / "voc21" / "top_p=0.3").is_dir()

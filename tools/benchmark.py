@@ -6,6 +6,7 @@
         --cfg-options model.vfm=dino                             # FSA's share of a DINO ViT-B/8 forward
     python tools/benchmark.py --image generated                  # one 448x336 image end to end
     python tools/benchmark.py --image path/to/img.jpg --cfg-options model.vfm=dino
+    python tools/benchmark.py --sweep [--sweep-images 2] [--image-size 448x336]  # one pass vs separate runs
 
 Parts (see fsa_seg/benchmarking/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
 with / without FSA), ``base`` / ``block_fsa`` (the last block without / with FSA), ``fsa`` (the FSA step
@@ -25,6 +26,13 @@ written (``WORK_DIR/benchmark.json``, ``WORK_DIR/benchmark.md``), never asserted
 On a shared machine, ``--wait-quiet S`` makes each timed repeat wait (up to S seconds) until other processes
 leave the CPUs idle; the ``others`` column reports the cores other processes used during the repeats.
 ``--render A.json B.json`` merges saved runs (e.g. the grid and the per-image runs) into one report.
+
+``--sweep`` (fsa_seg/benchmarking/sweep.py): the 3 x 3 ``top_p`` x ``lamda`` grid over the same generated
+images (``--sweep-images`` of ``--image-size``), in one pass (the backbone once per crop batch) and as separate
+runs (a full prediction per setting), in this process, ``--sweep-repeats`` rounds alternating which way runs
+first; prints the wall times, the ratio (medians) and whether the predictions are identical
+(``WORK_DIR/sweep.json``, ``WORK_DIR/sweep.md``); ``--wait-quiet S`` waits for idle CPUs before each timed block,
+and each block's ``others`` says how many cores other processes used meanwhile.
 """
 from __future__ import annotations
 
@@ -66,6 +74,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true", help="no subprocess per measurement (quick checks)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per measurement (subprocess mode)")
     p.add_argument("--real-weights", action="store_true", help="load the config's weights instead of random ones")
+    p.add_argument("--sweep", action="store_true",
+                   help="time a 3 x 3 top_p x lamda grid in one pass vs separate runs (nothing else)")
+    p.add_argument("--sweep-images", type=int, default=2, help="generated images of --image-size for --sweep")
+    p.add_argument("--sweep-repeats", type=int, default=1,
+                   help="rounds of both ways for --sweep, alternating which runs first (medians reported)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="no measurement: merge these result files into WORK_DIR/NAME.json and NAME.md")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -92,7 +105,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(args.cfg_options or {})
-    return run_benchmark(args, cfg.model.to_dict(), "python tools/benchmark.py " + " ".join(argv))
+    command = "python tools/benchmark.py " + " ".join(argv)
+    if args.sweep:
+        from fsa_seg.benchmarking.sweep import run_sweep_benchmark
+
+        overrides = {k: v for k, v in (("device", args.device), ("precision", args.precision)) if v}
+        if args.real_weights:
+            overrides["random_weights"] = False
+        width, height = (int(x) for x in args.image_size.lower().split("x"))
+        run_sweep_benchmark(cfg.model.to_dict(), args.work_dir, command, images=args.sweep_images,
+                            image_size=(width, height), overrides=overrides, threads=args.threads,
+                            warmup=args.warmup, wait_quiet=args.wait_quiet, repeats=args.sweep_repeats)
+        return 0
+    return run_benchmark(args, cfg.model.to_dict(), command)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,18 @@ benchmarks, next to the published numbers.
 
     python tools/reproduce.py --method proxyclip --vfm sam [--backbone ViT-B-16] \\
         [--datasets voc21,context60,...] [--data-root voc21=PATH ...] [--work-dir DIR] \\
-        [--cfg-options KEY=VALUE ...] [--from-results] [--published FILE.json] [--rerun]
+        [--cfg-options KEY=VALUE ...] [--from-results] [--published FILE.json] [--rerun] [--separate]
 
 For each benchmark and for FSA off/on the config is looked up in configs/ (``fsa_seg.experiments.find_config``:
 ``configs/fsa_proxy_{vfm}_{dataset}.py``, ``configs/proxyclip/{fsa_}proxy_{vfm}_{backbone}_{dataset}.py``,
 ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py``; without a file, the dataset config with
 ``--cfg-options model.base_method=... model.fsa=... model.clip_model=... model.vfm=...``) and evaluated
-(``fsa_seg.apis``: ``evaluate`` in the shared job loop) into ``WORK_DIR/{base,fsa}/<dataset>/`` (a finished run is reused, an
-interrupted one resumes). ``--from-results`` runs nothing and reads those ``results.json`` files; a missing
-one leaves its cell empty.
+(``fsa_seg.apis``: ``evaluate`` in the shared job loop) into ``WORK_DIR/{base,fsa}/<dataset>/`` (a finished run is
+reused, an interrupted one resumes). On each benchmark the two runs share one pass over the data (the backbone
+runs once per crop batch for both) when their configs differ only in settings that act after the backbone (FSA
+on/off, the protocol's thresholds); otherwise (e.g. ProxyCLIP's and FSA's Cityscapes windows differ) they run
+separately; the tool prints which, and ``--separate`` always runs them separately. ``--from-results`` runs
+nothing and reads those ``results.json`` files; a missing one leaves its cell empty.
 
 Writes ``WORK_DIR/table.md`` and ``WORK_DIR/table.csv`` (default WORK_DIR:
 ``work_dirs/reproduce/<method>[_<vfm>]_<backbone>``): rows method and method + FSA, each as ``ours`` /
@@ -61,6 +64,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="run nothing: build the table from the results.json files in WORK_DIR")
     parser.add_argument("--published", help="JSON file of published numbers (default: the packaged ones)")
     parser.add_argument("--rerun", action="store_true", help="re-evaluate runs that already have results")
+    parser.add_argument("--separate", action="store_true",
+                        help="evaluate the method and the method + FSA in separate passes over the data "
+                             "(default: one pass per benchmark when their configs allow it)")
     return parser.parse_args(argv)
 
 
@@ -76,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         published = load_published(args.published)
         _, paths, failed = reproduce_table(args.method, vfm, args.backbone, datasets, args.work_dir,
                                            args.cfg_options, parse_data_roots(args.data_root), published,
-                                           from_results=args.from_results, rerun=args.rerun)
+                                           from_results=args.from_results, rerun=args.rerun,
+                                           separate=args.separate)
     except (FileNotFoundError, ValueError, WeightsUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

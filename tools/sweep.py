@@ -2,7 +2,7 @@
 
     python tools/sweep.py CONFIG --grid model.top_p=0.3,0.45,0.6 --grid model.lamda=2,3,4 \\
         [--datasets voc21,context60] [--data-root voc21=PATH ...] [--work-dir DIR] \\
-        [--cfg-options KEY=VALUE ...] [--rerun]
+        [--cfg-options KEY=VALUE ...] [--rerun] [--separate]
 
 * ``--grid KEY=V1,V2,...`` (repeatable): any config key; ``model.*`` keys are checked against the model's
   options, other keys must exist in the config. Values are parsed like ``--cfg-options`` (int, float, bool,
@@ -15,10 +15,18 @@
 * ``--data-root DS=PATH``: the data root of one benchmark (``--cfg-options
   test_dataloader.dataset.data_root=...`` would set one root for all).
 
-Every combination runs in this process (``fsa_seg.apis.evaluate``; the model is rebuilt for each, with its
-own mmengine experiment name) into ``WORK_DIR/<dataset>/<key=value__...>/``. A combination whose
-``results.json`` exists (with the same options) is not run again; an interrupted one resumes where it
-stopped (``--resume`` of tools/test.py). ``--rerun`` re-evaluates everything.
+One pass over the data, many settings: when the grid keys are settings that act after the backbone (the
+model's variant keys: for the CLIP segmentor ``fsa``, ``top_p``, ``lamda``, ``base_scale``, ``uniform_scale``,
+``beta``, ``gamma``, ``base_method`` among methods that share the backbone, ``base_method_cfg``, ``prob_thd``,
+``area_thd``, ``renormalize``, ``logit_scale``, ``pamr``, ``pamr_steps``, ``pamr_dilations``), the
+combinations of a dataset are evaluated in one pass (``fsa_seg.apis.evaluate_runs``): per crop batch the backbone
+runs once and each combination its last block and post-processing. A grid key that changes anything else (the
+dataset, the window, the backbone, the proxy) splits them into one pass per value. The tool prints how it
+groups them; ``--separate`` evaluates every combination on its own (the backbone runs for each). Either way,
+every combination's results land in ``WORK_DIR/<dataset>/<key=value__...>/`` (``results.json``, per-image
+records), with the same files and numbers. A combination whose ``results.json`` exists (with the same options)
+is not run again; an interrupted one resumes where it stopped (``--resume`` of tools/test.py). ``--rerun``
+re-evaluates everything. The tool prints its wall time at the end.
 
 Outputs in WORK_DIR (default ``work_dirs/sweep_<config name>``), rewritten after every combination:
 
@@ -62,6 +70,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="overrides applied to every combination")
     parser.add_argument("--rerun", action="store_true", help="re-evaluate combinations that have results")
+    parser.add_argument("--separate", action="store_true",
+                        help="evaluate every combination on its own (default: settings that act after the "
+                             "backbone share one pass over the data)")
     return parser.parse_args(argv)
 
 
@@ -71,12 +82,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.time()
     try:
         results = run_sweep(args.config, parse_grid(args.grid), args.datasets, parse_data_roots(args.data_root),
-                            args.cfg_options, work_dir, rerun=args.rerun)
+                            args.cfg_options, work_dir, rerun=args.rerun, separate=args.separate)
     except (SweepError, FileNotFoundError, WeightsUnavailableError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     failed = sum(r.status.startswith("failed") for r in results)
-    print(f"sweep: {len(results) - failed}/{len(results)} combinations evaluated in {time.time() - start:.0f} s; "
+    print(f"sweep: {len(results) - failed}/{len(results)} combinations evaluated in {time.time() - start:.1f} s "
+          f"wall time ({'separate runs' if args.separate else 'one pass per group of settings'}); "
           f"results in {os.path.join(work_dir, 'sweep.csv')}, {os.path.join(work_dir, 'sweep.md')}")
     return EXIT_FAILED if failed else 0
 

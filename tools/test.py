@@ -1,7 +1,7 @@
 """Evaluate a training-free segmentation config with mmengine's Runner.
 
     python tools/test.py configs/fsa_proxy_sam_voc.py [--work-dir DIR] [--cfg-options model.top_p=0.3 ...]
-                         [--resume]
+                         [--resume] [--variants model.top_p=0.3,0.45,0.6 [--variants model.lamda=2,3]]
 
 Prints progress while it runs, the per-class IoU table and mIoU at the end, and writes
 ``WORK_DIR/results.json`` with the config, the overrides and the metrics. Multi-GPU evaluation:
@@ -11,6 +11,14 @@ Every run records each image's areas in ``WORK_DIR/per_image/`` as it goes (fsyn
 that was interrupted (killed, out of time, crashed) continues where it stopped with ``--resume``: the
 images already recorded are skipped and their stored areas merged, giving exactly the metric of an
 uninterrupted run. Without ``--resume`` (the default) a run starts over and replaces the records.
+
+``--variants KEY=V1,V2,...`` (repeatable: every combination, values parsed like tools/sweep.py's ``--grid``)
+evaluates several settings that act after the backbone (e.g. ``model.top_p``, ``model.lamda``, ``model.fsa``,
+``model.prob_thd``; the model's variant keys) in one pass over the data: the backbone runs once per crop batch.
+Each combination writes ``WORK_DIR/<key=value__...>/results.json`` and its per-image records exactly as
+``tools/test.py CONFIG --work-dir WORK_DIR/<key=value__...> --cfg-options KEY=V ...`` would; ``--resume``
+continues a killed one-pass run. A key that changes the crops or the backbone (e.g. ``model.slide_crop``) is
+refused with a one-line error: use separate runs (or tools/sweep.py, which splits the passes itself).
 """
 from __future__ import annotations
 
@@ -21,8 +29,10 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
-from fsa_seg.apis.config import ConfigKeyError
+from fsa_seg.apis.config import ConfigKeyError, load_config
 from fsa_seg.apis.evaluate import evaluate
+from fsa_seg.apis.one_pass import evaluate_variants, variant_dirname, variant_grid
+from fsa_seg.apis.sweep import SweepError, parse_grid
 from fsa_seg.weights import WeightsUnavailableError
 
 # Exit codes: 2 = bad input the user can fix (message says how); 1 = unexpected failure.
@@ -38,6 +48,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in the same --work-dir: skip the images it already "
                              "evaluated (WORK_DIR/per_image/) and merge their results; default: start over")
+    parser.add_argument("--variants", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="evaluate every combination of these values in one pass over the data, each into "
+                             "WORK_DIR/<key=value__...>; repeat for more keys (settings acting after the "
+                             "backbone only, e.g. model.top_p, model.lamda, model.fsa)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)
@@ -48,8 +62,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        evaluate(args.config, args.cfg_options, args.work_dir, args.launcher, resume=args.resume)
-    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, ValueError) as err:
+        if args.variants:
+            variants = variant_grid(parse_grid(args.variants, flag="--variants"))
+            work_dir = args.work_dir or load_config(args.config, args.cfg_options).work_dir
+            evaluate_variants(args.config, variants, [variant_dirname(work_dir, v) for v in variants],
+                              args.cfg_options, args.launcher, resume=args.resume)
+        else:
+            evaluate(args.config, args.cfg_options, args.work_dir, args.launcher, resume=args.resume)
+    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -4,6 +4,11 @@ Every evaluation records each image's areas in ``WORK_DIR/per_image/`` as it goe
 :mod:`fsa_seg.plugin.resume`). An interrupted run continues with ``resume=True``: the images already
 recorded are skipped and their stored areas merged, giving exactly the metric of an uninterrupted run.
 Without it a run starts over and replaces the records.
+
+Several runs whose configs differ only in model settings that act after the backbone (the model's
+``VARIANT_KEYS``) can be evaluated in one pass over the data (:func:`evaluate_runs`, :mod:`.one_pass`): the
+backbone runs once per crop batch, one metric per run scores its variant, and each run's ``results.json`` and
+per-image records land where, and as, its own :func:`evaluate` would write them.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import os
 import os.path as osp
 import time
 import uuid
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config
 
@@ -92,26 +98,53 @@ def setup_resume(cfg: Config, resume: bool, launcher: str = "none") -> Optional[
 
     Returns the record folder, or ``None`` when the evaluator is not a ``PerClassIoUMetric``.
     """
+    record_dirs = _setup_records(cfg, [cfg], [resume], launcher)
+    return record_dirs[0] if record_dirs else None
+
+
+def _setup_records(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool],
+                   launcher: str = "none") -> Optional[List[str]]:
+    """Per-image records for each run of ``cfgs`` in its own ``WORK_DIR/per_image`` (signature: its own config),
+    and the evaluator and dataset of ``runner_cfg`` set up for them: one run keeps its evaluator (record dir
+    added); several get one ``PerClassIoUMetric`` each (``variant=k``, ``prefix='variant<k>'``). With resume,
+    the images recorded for every run are skipped. ``None`` when the evaluator is not a ``PerClassIoUMetric``.
+    """
     from ..plugin.resume import config_signature, prepare_records, record_dir_for
 
-    metric = _record_metric(cfg.get("test_evaluator"))
+    metric = _record_metric(runner_cfg.get("test_evaluator"))
     if metric is None:
-        if resume:
+        if any(resumes):
             raise ValueError("--resume needs test_evaluator type='PerClassIoUMetric' (it records per-image "
                              "results); this config uses another evaluator")
+        if len(cfgs) > 1:
+            raise ValueError("evaluating several settings in one pass needs test_evaluator "
+                             "type='PerClassIoUMetric'; use separate runs")
         return None
-    record_dir = osp.abspath(record_dir_for(cfg.work_dir))
-    dataset_cfg = cfg.test_dataloader.dataset
-    signature = config_signature(cfg.model, dataset_cfg, cfg.get("test_evaluator"))
+    dataset_cfg = runner_cfg.test_dataloader.dataset
+    record_dirs = [osp.abspath(record_dir_for(cfg.work_dir)) for cfg in cfgs]
+    if len(set(record_dirs)) < len(record_dirs):
+        raise ValueError("the runs of one pass need different work dirs (each writes its own results.json)")
     if launch_rank(launcher) == 0:
-        done = prepare_records(record_dir, signature, resume)
-        if resume:
-            print(f"resume: {done} image(s) already evaluated in {record_dir}; skipping them" if done else
-                  f"resume: nothing recorded yet in {record_dir}; evaluating every image")
-    metric["record_dir"] = record_dir
-    cfg.test_dataloader.dataset = dict(type="SkipDoneDataset", dataset=copy.deepcopy(dataset_cfg),
-                                       record_dir=record_dir if resume else None)
-    return record_dir
+        for cfg, record_dir, resume in zip(cfgs, record_dirs, resumes):
+            signature = config_signature(cfg.model, cfg.test_dataloader.dataset, cfg.get("test_evaluator"))
+            done = prepare_records(record_dir, signature, resume)
+            if resume:
+                print(f"resume: {done} image(s) already evaluated in {record_dir}; skipping them" if done else
+                      f"resume: nothing recorded yet in {record_dir}; evaluating every image")
+    if len(cfgs) == 1:
+        metric["record_dir"] = record_dirs[0]
+    else:
+        evaluator = runner_cfg.test_evaluator
+        if isinstance(evaluator, (list, tuple)) and len(evaluator) != 1:
+            raise ValueError("evaluating several settings in one pass needs a single test_evaluator "
+                             "(PerClassIoUMetric); use separate runs")
+        runner_cfg.test_evaluator = [dict(copy.deepcopy(metric), record_dir=record_dir, variant=k,
+                                          prefix=f"variant{k}") for k, record_dir in enumerate(record_dirs)]
+    # Skip an image only when every run resumes and has it (a run that starts over has no records left).
+    skip = (record_dirs[0] if len(cfgs) == 1 else record_dirs) if all(resumes) else None
+    runner_cfg.test_dataloader.dataset = dict(type="SkipDoneDataset", dataset=copy.deepcopy(dataset_cfg),
+                                              record_dir=skip)
+    return record_dirs
 
 
 def _evaluate_records_only(cfg: Config, dataset_cfg: dict, record_dir: str) -> Optional[tuple]:
@@ -128,7 +161,7 @@ def _evaluate_records_only(cfg: Config, dataset_cfg: dict, record_dir: str) -> O
         wrapped = SkipDoneDataset(DATASETS.build(copy.deepcopy(dataset_cfg)), record_dir)
         if len(wrapped) > 0:
             return None
-        metric = METRICS.build(copy.deepcopy(_record_metric(cfg.get("test_evaluator"))))
+        metric = METRICS.build(dict(copy.deepcopy(_record_metric(cfg.get("test_evaluator"))), record_dir=record_dir))
         metric.dataset_meta = wrapped.metainfo
         metrics = metric.compute_metrics([])
     return metrics, metric.per_class, metric.num_images
@@ -143,6 +176,15 @@ def _close_log_files(runner) -> None:
             logger.removeHandler(handler)
 
 
+@dataclass
+class Run:
+    """One evaluation: ``config`` with ``options`` merged, into ``work_dir`` (default ``work_dirs/<config name>``)."""
+
+    config: str
+    options: Dict[str, Any] = field(default_factory=dict)
+    work_dir: Optional[str] = None
+
+
 def evaluate(config: str, options: Optional[Mapping[str, Any]] = None, work_dir: Optional[str] = None,
              launcher: str = "none", resume: bool = False) -> Dict[str, float]:
     """Evaluate ``config`` (with ``options`` merged) on its test set; returns the metrics dict, also written
@@ -150,54 +192,99 @@ def evaluate(config: str, options: Optional[Mapping[str, Any]] = None, work_dir:
 
     ``resume=True`` continues an interrupted run in the same ``work_dir`` (see the module docstring).
     """
+    return evaluate_runs([Run(config, dict(options or {}), work_dir)], launcher, resume)[0]
+
+
+def _print_metrics(metrics: Mapping[str, float], path: str, label: str = "") -> None:
+    print(f"{label}mIoU {metrics.get('mIoU', float('nan')):.2f}  (aAcc {metrics.get('aAcc', float('nan')):.2f}, "
+          f"mAcc {metrics.get('mAcc', float('nan')):.2f})  results: {path}")
+
+
+def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[bool, Sequence[bool]] = False
+                  ) -> List[Dict[str, float]]:
+    """Evaluate ``runs`` in one pass over the data; each run's metrics (also in its ``results.json``).
+
+    One run is a plain evaluation. Several must differ only in model settings that act after the backbone
+    (:func:`fsa_seg.apis.one_pass.pass_variants` says which; anything else raises a one-line ``ValueError``):
+    the first run's config drives the runner (its logs go to the first work dir), its model evaluates every
+    run's settings as variants, and each run gets the ``results.json`` and per-image records a separate
+    :func:`evaluate` would write (``seconds``: the wall time of the whole pass). ``resume``: for all runs,
+    or one flag per run; an image is skipped only when every run resumes and has it recorded.
+    """
     import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
     from mmengine.runner import Runner
 
-    from ..plugin.datasets import check_data_root
-
     from ..distributed import setup_distributed
     from ..env_info import announce_run
+    from ..plugin.datasets import check_data_root
+    from .one_pass import pass_variants
 
-    options = dict(options or {})
-    cfg = load_config(config, options, work_dir)
+    if not runs:
+        raise ValueError("nothing to evaluate: no runs given")
+    resumes = [bool(resume)] * len(runs) if isinstance(resume, bool) else [bool(r) for r in resume]
+    if len(resumes) != len(runs):
+        raise ValueError(f"resume: {len(resumes)} flags for {len(runs)} runs")
+    cfgs = []
+    for run in runs:
+        cfg = load_config(run.config, run.options, run.work_dir)
+        check_options(cfg, run.options)
+        cfgs.append(cfg)
+    variants = pass_variants(cfgs) if len(cfgs) > 1 else [{}]
+    cfg = copy.deepcopy(cfgs[0])  # the runner's config; cfgs keep each run's own for its results.json
     cfg.launcher = launcher
-    check_options(cfg, options)
     check_data_root(cfg.test_dataloader.dataset)
     # Distributed: the backend for the device (nccl on CUDA, gloo on CPU), a model wrapper that accepts a
     # frozen model, and on CPU the process group (see fsa_seg.distributed).
     setup_distributed(cfg, launcher)
     if launch_rank(launcher) == 0:
         announce_run(cfg.model.get("precision", "auto"), cfg.model.get("device"))
+        if len(runs) > 1:
+            print(f"one pass, {len(runs)} settings: " + "; ".join(
+                " ".join(f"{k}={v}" for k, v in variant.items()) or "as configured" for variant in variants),
+                flush=True)
     if cfg.model.get("random_weights") and cfg.get("randomness") is None:
         cfg.randomness = dict(seed=0)  # random weights: the same model in every run (resumable, comparable)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     start = time.time()
-    record_dir = setup_resume(cfg, resume, launcher)
-    if resume and record_dir:
-        finished = _evaluate_records_only(cfg, dataset_cfg, record_dir)
-        if finished is not None:  # nothing left to evaluate (killed after the last image)
-            metrics, per_class, num_images = finished
-            cfg.test_dataloader.dataset = dataset_cfg
-            if launch_rank(launcher) == 0:
-                path = write_results(cfg, config, options, metrics, per_class, time.time() - start,
-                                     {"images": num_images})
-                print(f"mIoU {metrics.get('mIoU', float('nan')):.2f}  (every image was already evaluated)  "
-                      f"results: {path}")
-            return metrics
-    cfg.experiment_name = unique_experiment_name(cfg, config)
+    record_dirs = _setup_records(cfg, cfgs, resumes, launcher)
+    if all(resumes) and record_dirs:
+        finished = [_evaluate_records_only(run_cfg, dataset_cfg, record_dir)
+                    for run_cfg, record_dir in zip(cfgs, record_dirs)]
+        if all(f is not None for f in finished):  # nothing left to evaluate (killed after the last image)
+            out = []
+            for run, run_cfg, (metrics, per_class, num_images) in zip(runs, cfgs, finished):
+                if launch_rank(launcher) == 0:
+                    path = write_results(run_cfg, run.config, run.options, metrics, per_class,
+                                         time.time() - start, {"images": num_images})
+                    print(f"mIoU {metrics.get('mIoU', float('nan')):.2f}  (every image was already evaluated)  "
+                          f"results: {path}")
+                out.append(metrics)
+            return out
+    if len(runs) > 1:
+        cfg.model["variants"] = variants
+    cfg.experiment_name = unique_experiment_name(cfg, runs[0].config)
     runner = Runner.from_cfg(cfg)
-    cfg.test_dataloader.dataset = dataset_cfg  # results.json names the dataset, not the resume wrapper
     try:
         metrics = runner.test()
     finally:
         _close_log_files(runner)
-    per_class, extra = {}, {}
-    for metric in getattr(runner.test_evaluator, "metrics", []):
-        per_class = getattr(metric, "per_class", per_class)
-        if hasattr(metric, "num_images"):
-            extra["images"] = metric.num_images
-    if runner.rank == 0:
-        path = write_results(cfg, config, options, metrics, per_class, time.time() - start, extra)
-        print(f"mIoU {metrics.get('mIoU', float('nan')):.2f}  (aAcc {metrics.get('aAcc', float('nan')):.2f}, "
-              f"mAcc {metrics.get('mAcc', float('nan')):.2f})  results: {path}")
-    return metrics
+    metric_objects = list(getattr(runner.test_evaluator, "metrics", []))
+    out = []
+    for k, (run, run_cfg) in enumerate(zip(runs, cfgs)):
+        if len(runs) > 1:
+            prefix = f"variant{k}/"
+            run_metrics = {name[len(prefix):]: v for name, v in metrics.items() if name.startswith(prefix)}
+            scored = [metric_objects[k]]
+        else:
+            run_metrics, scored = dict(metrics), metric_objects
+        per_class, extra = {}, {}
+        for metric in scored:
+            per_class = getattr(metric, "per_class", per_class)
+            if hasattr(metric, "num_images"):
+                extra["images"] = metric.num_images
+        if runner.rank == 0:
+            path = write_results(run_cfg, run.config, run.options, run_metrics, per_class, time.time() - start,
+                                 extra)
+            _print_metrics(run_metrics, path)
+        out.append(run_metrics)
+    return out

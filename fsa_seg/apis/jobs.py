@@ -1,7 +1,9 @@
 """The job loop of the experiment tools (sweep, paper table): many evaluations, each into its own work dir.
 
 A job whose ``results.json`` exists with the same options is not run again (``rerun`` forces it); one cut
-short earlier resumes where it stopped; a failure is recorded and the loop goes on.
+short earlier resumes where it stopped; a failure is recorded and the loop goes on. Jobs that differ only in
+settings acting after the backbone can run as a group in one pass over the data (:func:`run_pass`,
+:func:`run_job_groups`; the caller forms the groups, e.g. :func:`fsa_seg.apis.sweep.plan_passes`).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .evaluate import evaluate, read_results
+from .evaluate import Run, evaluate, evaluate_runs, read_results
 
 
 @dataclass
@@ -83,6 +85,55 @@ def run_job(job: Job, rerun: bool = False, prefix: str = "") -> JobResult:
     return result
 
 
+def run_pass(jobs: Sequence[Job], rerun: bool = False, prefixes: Optional[Sequence[str]] = None) -> List[JobResult]:
+    """Evaluate ``jobs`` together in one pass over the data (:func:`~.evaluate.evaluate_runs`), each into its
+    own work dir exactly as :func:`run_job` would; finished jobs are reused (not re-run), cut-short ones resume.
+    Never raises for a failed evaluation: then every job of the pass records the failure."""
+    prefixes = list(prefixes or [job.label for job in jobs])
+    results: List[Optional[JobResult]] = [None] * len(jobs)
+    todo, resumes = [], []
+    for n, job in enumerate(jobs):
+        previous = read_results(job.work_dir)
+        if previous is not None and not rerun and same_options(previous.get("cfg_options", {}), job.options):
+            results[n] = JobResult(job, "done before", previous["metrics"], previous.get("seconds"))
+            print(f"{prefixes[n]} ... done before: mIoU {_fmt(results[n].miou)}", flush=True)
+        else:
+            todo.append(n)
+            resumes.append(previous is None)
+    if len(todo) == 1:
+        n = todo[0]
+        results[n] = run_job(jobs[n], rerun=True, prefix=prefixes[n])
+    elif todo:
+        print(f"one pass over {len(todo)} settings (the backbone runs once per crop batch):", flush=True)
+        for n in todo:
+            print(f"{prefixes[n]} ...", flush=True)
+        runs = [Run(jobs[n].config, jobs[n].options, jobs[n].work_dir) for n in todo]
+        start = time.time()
+        try:
+            try:  # runs cut short earlier resume; finished ones with other options start over
+                metrics = evaluate_runs(runs, resume=resumes)
+            except ValueError as err:
+                if not str(err).startswith("cannot resume"):
+                    raise
+                print(f"one pass: {str(err).split(';')[0]}; starting over", flush=True)
+                metrics = evaluate_runs(runs, resume=False)
+            seconds = round(time.time() - start, 2)
+            for n, m in zip(todo, metrics):
+                results[n] = JobResult(jobs[n], "ok", {k: float(v) for k, v in m.items()}, seconds)
+                print(f"{prefixes[n]} -> mIoU {_fmt(results[n].miou)} (one pass, {seconds:.1f} s)", flush=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # keep going; the results record why
+            message = (str(err).splitlines() or [""])[0][:300]
+            for n in todo:
+                results[n] = JobResult(jobs[n], f"failed: {type(err).__name__}: {message}")
+            print(f"one pass -> FAILED: {type(err).__name__}: {message}", file=sys.stderr, flush=True)
+        finally:
+            gc.collect()
+            _empty_cuda_cache()
+    return results  # type: ignore[return-value]
+
+
 def collect_job(job: Job) -> JobResult:
     """A job's finished result from its ``results.json``, without running anything."""
     previous = read_results(job.work_dir)
@@ -94,15 +145,27 @@ def collect_job(job: Job) -> JobResult:
 def run_jobs(jobs: Sequence[Job], rerun: bool = False,
              on_result: Optional[Callable[[JobResult, List[JobResult]], None]] = None) -> List[JobResult]:
     """Run ``jobs`` in order; ``on_result(result, results_so_far)`` after each (e.g. to rewrite a table)."""
+    return run_job_groups([[job] for job in jobs], rerun, on_result)
+
+
+def run_job_groups(groups: Sequence[Sequence[Job]], rerun: bool = False,
+                   on_result: Optional[Callable[[JobResult, List[JobResult]], None]] = None) -> List[JobResult]:
+    """Run groups of jobs in order, each group of several jobs in one pass (:func:`run_pass`); results in job
+    order; ``on_result(result, results_so_far)`` after each job."""
     results: List[JobResult] = []
+    total = sum(len(group) for group in groups)
     start = time.time()
-    for n, job in enumerate(jobs, 1):
-        result = run_job(job, rerun, prefix=f"[{n}/{len(jobs)}] {job.label}")
-        results.append(result)
-        if on_result is not None:
-            on_result(result, results)
+    for group in groups:
+        first = len(results) + 1
+        prefixes = [f"[{n}/{total}] {job.label}" for n, job in enumerate(group, first)]
+        done = [run_job(group[0], rerun, prefix=prefixes[0])] if len(group) == 1 else run_pass(group, rerun, prefixes)
+        for result in done:
+            results.append(result)
+            if on_result is not None:
+                on_result(result, results)
     ok = sum(not r.status.startswith("failed") for r in results)
-    print(f"{ok}/{len(jobs)} evaluations done in {time.time() - start:.0f} s", flush=True)
+    passes = f" ({len(groups)} pass{'es' if len(groups) != 1 else ''} over the data)" if len(groups) < total else ""
+    print(f"{ok}/{total} evaluations done in {time.time() - start:.1f} s{passes}", flush=True)
     return results
 
 

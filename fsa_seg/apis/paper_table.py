@@ -4,7 +4,10 @@ the published numbers (``tools/reproduce.py``).
 :func:`plan_table` finds each cell's config (:func:`fsa_seg.experiments.find_config`) and makes one
 :class:`~.jobs.Job` per (row, benchmark) into ``WORK_DIR/{base,fsa}/<dataset>/``; :func:`write_table` writes
 ``table.md`` / ``table.csv``: rows ``ours`` / ``paper`` / ``diff``, columns the benchmarks in the paper's
-order and their average (only when every benchmark of the row has a number).
+order and their average (only when every benchmark of the row has a number). :func:`plan_passes` pairs the two
+jobs of a benchmark into one pass over the data when their configs differ only in settings that act after the
+backbone (FSA on/off and the protocol's thresholds; :mod:`.one_pass`), e.g. not on Cityscapes with ProxyCLIP,
+whose window stride differs between the ProxyCLIP and FSA protocols.
 """
 from __future__ import annotations
 
@@ -164,14 +167,42 @@ def plan_table(method: str, vfm: Optional[str], backbone: str, datasets: Sequenc
     return rows, jobs
 
 
+def plan_passes(jobs: Sequence[Job], separate: bool = False) -> List[List[Job]]:
+    """The passes over the data: per benchmark, its jobs (method, method + FSA) in one pass when their configs
+    differ only in variant keys (:func:`~.one_pass.pass_variants`), else one each; printed. ``separate``: one
+    each."""
+    from ..open_vocab import VariantError
+    from .one_pass import pass_variants
+
+    if separate:
+        return [[job] for job in jobs]
+    by_dataset: Dict[str, List[Job]] = {}
+    for job in jobs:
+        by_dataset.setdefault(job.info["dataset"], []).append(job)
+    groups: List[List[Job]] = []
+    for ds, group in by_dataset.items():
+        try:
+            pass_variants([load_config(job.config, job.options) for job in group])
+        except VariantError as err:
+            print(f"{ds}: separate passes ({str(err).split(' (')[0].split(';')[0]})")
+            groups += [[job] for job in group]
+            continue
+        print(f"{ds}: {' and '.join(job.info['row'].title for job in group)} in one pass over the data")
+        groups.append(group)
+    return groups
+
+
 def reproduce_table(method: str, vfm: Optional[str], backbone: str, datasets: Optional[Sequence[str]] = None,
                     work_dir: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
                     data_roots: Optional[Mapping[str, str]] = None, published: Optional[dict] = None,
-                    from_results: bool = False, rerun: bool = False) -> Tuple[List[Row], Dict[str, str], int]:
+                    from_results: bool = False, rerun: bool = False, separate: bool = False
+                    ) -> Tuple[List[Row], Dict[str, str], int]:
     """Evaluate (or, ``from_results``, only read) the method and the method + FSA on ``datasets`` (default:
-    the paper's eight) and write the table; returns the rows, the written files and how many runs failed."""
+    the paper's eight) and write the table; returns the rows, the written files and how many runs failed.
+    Each benchmark's two runs share one pass over the data when they can (:func:`plan_passes`; ``separate``:
+    never)."""
     from ..published_results import load_published
-    from .jobs import collect_job, run_jobs
+    from .jobs import collect_job, run_job_groups
 
     vfm = vfm if method == "proxyclip" else None
     datasets = list(datasets or paper_benchmarks())
@@ -180,7 +211,8 @@ def reproduce_table(method: str, vfm: Optional[str], backbone: str, datasets: Op
     rows, jobs = plan_table(method, vfm, backbone, datasets, published, work_dir, options, data_roots,
                             check=not from_results)
     os.makedirs(work_dir, exist_ok=True)
-    results = [collect_job(job) for job in jobs] if from_results else run_jobs(jobs, rerun=rerun)
+    results = ([collect_job(job) for job in jobs] if from_results else
+               run_job_groups(plan_passes(jobs, separate), rerun=rerun))
     notes: List[str] = []
     for result in results:
         row, ds = result.job.info["row"], result.job.info["dataset"]

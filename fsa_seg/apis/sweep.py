@@ -6,6 +6,9 @@
   per (benchmark, combination), into ``WORK_DIR/<dataset>/<key=value__...>/``; on another benchmark the
   sibling config (name differing only in the dataset part) is used, else the dataset base config plus the
   config's model keys (:func:`fsa_seg.experiments.config_for_dataset`);
+* :func:`plan_passes` groups the jobs into passes over the data: combinations that differ only in settings that
+  act after the backbone (the model's ``VARIANT_KEYS``, :mod:`.one_pass`) share one pass; a grid key that
+  changes anything else (the dataset, the window, the backbone, ...) splits them into one pass per value;
 * :func:`write_outputs` writes ``sweep.csv``, ``sweep.md`` and the mIoU plots (``sweep_<dataset>.png``).
 """
 from __future__ import annotations
@@ -40,24 +43,24 @@ def parse_value(text: str) -> Any:
     return DictAction._parse_int_float_bool(text)
 
 
-def parse_grid(items: Sequence[str]) -> List[Tuple[str, List[Any]]]:
+def parse_grid(items: Sequence[str], flag: str = "--grid") -> List[Tuple[str, List[Any]]]:
     grid: List[Tuple[str, List[Any]]] = []
     for item in items:
         key, sep, values = item.partition("=")
         key = key.strip()
         if not sep or not key or not values.strip():
-            raise SweepError(f"--grid {item}: expected KEY=V1,V2,... e.g. --grid model.top_p=0.3,0.45,0.6")
+            raise SweepError(f"{flag} {item}: expected KEY=V1,V2,... e.g. {flag} model.top_p=0.3,0.45,0.6")
         if values.strip().startswith("["):
             try:
                 parsed = json.loads(values)
             except ValueError as err:
-                raise SweepError(f"--grid {item}: the value list is not valid JSON ({err})") from None
+                raise SweepError(f"{flag} {item}: the value list is not valid JSON ({err})") from None
         else:
             parsed = [parse_value(v) for v in values.split(",")]
             if any(isinstance(v, str) and not v for v in parsed):
-                raise SweepError(f"--grid {item}: empty value (check for doubled or trailing commas)")
+                raise SweepError(f"{flag} {item}: empty value (check for doubled or trailing commas)")
         if any(key == k for k, _ in grid):
-            raise SweepError(f"--grid {key} is given twice; put all its values in one --grid")
+            raise SweepError(f"{flag} {key} is given twice; put all its values in one {flag}")
         grid.append((key, list(parsed)))
     return grid
 
@@ -287,6 +290,57 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
     return jobs
 
 
+def plan_passes(jobs: Sequence[Job], grid: Grid, separate: bool = False) -> List[List[Job]]:
+    """Group ``jobs`` (of :func:`plan_sweep`) into passes over the data, printing what it does.
+
+    Without ``separate``: a grid key is a variant key when each of its values, alone on top of the config,
+    could share a pass with the config (:func:`~.one_pass.pass_variants`); the combinations of one dataset with
+    the same values of the other keys form one pass (checked again as a whole; if that fails they run
+    separately, with the reason printed). ``separate``: one evaluation per job.
+    """
+    from ..open_vocab import VariantError
+    from .one_pass import pass_variants
+
+    if separate or len(jobs) < 2:
+        if separate:
+            print(f"separate runs: {len(jobs)} evaluation(s), the backbone runs for each")
+        return [[job] for job in jobs]
+    keys = [k for k, _ in grid]
+    datasets = list(dict.fromkeys(job.info["dataset"] for job in jobs))
+    first = {ds: next(job for job in jobs if job.info["dataset"] == ds) for ds in datasets}
+    others: Dict[str, str] = {}
+    for key, values in grid:
+        job = first[datasets[0]]
+        plain = {k: v for k, v in job.options.items() if k not in keys}
+        try:
+            pass_variants([load_config(job.config, plain)] + [load_config(job.config, {**plain, key: v})
+                                                              for v in values])
+        except VariantError as err:
+            others[key] = str(err)
+    for key, why in others.items():
+        print(f"grid key {key} splits the passes over the data: {why.split(' (')[0].split(';')[0]}")
+    groups: Dict[Tuple, List[Job]] = {}
+    for job in jobs:
+        marker = (job.info["dataset"],) + tuple(json.dumps(job.info["combo"][k], default=str) for k in others)
+        groups.setdefault(marker, []).append(job)
+    out: List[List[Job]] = []
+    for group in groups.values():
+        if len(group) > 1:
+            try:
+                pass_variants([load_config(job.config, job.options) for job in group])
+            except VariantError as err:
+                print(f"{group[0].info['dataset']}: {len(group)} settings in separate runs ({err})")
+                out += [[job] for job in group]
+                continue
+        out.append(list(group))
+    varying = [k for k in keys if k not in others]
+    if any(len(g) > 1 for g in out):
+        per = "dataset" + (" and value of " + ", ".join(others) if others else "")
+        print(f"one pass over the data per {per}, varying {', '.join(varying)} within it: {len(out)} "
+              f"pass{'es' if len(out) > 1 else ''} for {len(jobs)} evaluations (--separate: one each)")
+    return out
+
+
 def default_sweep_dir(config: str) -> str:
     return osp.join("work_dirs", "sweep_" + osp.splitext(osp.basename(config))[0])
 
@@ -306,14 +360,22 @@ def result_rows(results: Sequence[JobResult]) -> List[dict]:
 
 def run_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None,
               data_roots: Optional[Mapping[str, str]] = None, options: Optional[Mapping[str, Any]] = None,
-              work_dir: Optional[str] = None, rerun: bool = False) -> List[JobResult]:
-    """Plan (everything checked first), evaluate every combination, and keep ``sweep.csv``, ``sweep.md`` and
-    the plots of ``work_dir`` up to date after each one."""
-    from .jobs import run_jobs
+              work_dir: Optional[str] = None, rerun: bool = False, separate: bool = False) -> List[JobResult]:
+    """Plan (everything checked first), evaluate every combination (in as few passes over the data as
+    :func:`plan_passes` allows, or one each with ``separate``), and keep ``sweep.csv``, ``sweep.md`` and the
+    plots of ``work_dir`` up to date after each one."""
+    from .jobs import run_job_groups
 
     work_dir = work_dir or default_sweep_dir(config)
     jobs = plan_sweep(config, grid, datasets, data_roots, options, work_dir)
+    groups = plan_passes(jobs, grid, separate)
     os.makedirs(work_dir, exist_ok=True)
     names = list(dict.fromkeys(job.info["dataset"] for job in jobs))
-    return run_jobs(jobs, rerun=rerun,
-                    on_result=lambda _, done: write_outputs(work_dir, config, grid, result_rows(done), names))
+    order = {id(job): n for n, job in enumerate(jobs)}
+
+    def in_grid_order(results: Sequence[JobResult]) -> List[JobResult]:  # passes may group them otherwise
+        return sorted(results, key=lambda r: order[id(r.job)])
+
+    results = run_job_groups(groups, rerun=rerun, on_result=lambda _, done: write_outputs(
+        work_dir, config, grid, result_rows(in_grid_order(done)), names))
+    return in_grid_order(results)

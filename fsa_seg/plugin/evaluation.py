@@ -7,7 +7,10 @@
   which rounds once a class has more than 2**24 pixels in total and then depends on the order);
 * ``record_dir``: every image's areas are appended to ``record_dir/rank<R>.jsonl`` and fsync'ed after each
   batch, and the final metric merges them with the areas of this run (see :mod:`fsa_seg.resume`), so an
-  interrupted evaluation can be resumed with exactly the same result.
+  interrupted evaluation can be resumed with exactly the same result;
+* ``variant``: score the labels of that variant of a one-pass run (``variant<k>_pred_sem_seg``, see
+  :mod:`fsa_seg.plugin.segmentors`) instead of ``pred_sem_seg``; one metric per variant, each with its own
+  ``record_dir`` and ``prefix``, evaluates K settings in one ``Runner.test()``.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
 from .resume import ALL_KEYS, RecordWriter, SkipDoneDataset, areas_to_array, load_records, merge_records
+from .segmentors import variant_field
 
 __all__ = ["PerClassIoUMetric", "SkipDoneDataset"]
 
@@ -33,17 +37,22 @@ _unnamed = itertools.count()
 @METRICS.register_module()
 class PerClassIoUMetric(IoUMetric):
     """``IoUMetric`` that keeps the per-class IoU/Acc in ``self.per_class`` (class -> metrics) and can record
-    and merge per-image results (``record_dir``, see the module docstring)."""
+    and merge per-image results (``record_dir``) and score one variant of a one-pass run (``variant``); see the
+    module docstring."""
 
-    def __init__(self, record_dir: Optional[str] = None, **kwargs) -> None:
+    def __init__(self, record_dir: Optional[str] = None, variant: Optional[int] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.per_class: Dict[str, Dict[str, Optional[float]]] = {}
         self.num_images = 0
         self.record_dir = record_dir
+        self.variant = None if variant is None else int(variant)
         self._writer: Optional[RecordWriter] = None
 
     # -- per batch ----------------------------------------------------------------------------------
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        if self.variant is not None:
+            field = variant_field(self.variant, "pred_sem_seg")
+            data_samples = [dict(sample, pred_sem_seg=sample[field]) for sample in data_samples]
         start = len(self.results)
         super().process(data_batch, data_samples)
         if self.format_only:

@@ -21,7 +21,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from mmseg.registry import DATASETS
@@ -188,16 +188,19 @@ class SkipDoneDataset:
     Args:
         dataset: the dataset config (or object) to wrap.
         record_dir: the ``per_image`` folder; its records (on rank 0, broadcast to the other ranks so
-            every rank filters the same way) decide which images are done. ``None`` skips nothing.
+            every rank filters the same way) decide which images are done. ``None`` skips nothing. A list of
+            folders (the variants of a one-pass run): an image is done when every folder records it.
     """
 
-    def __init__(self, dataset: Any, record_dir: Optional[str] = None) -> None:
+    def __init__(self, dataset: Any, record_dir: Union[None, str, Sequence[str]] = None) -> None:
         self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
         if hasattr(self.dataset, "full_init"):
             self.dataset.full_init()
         self.all_keys: List[str] = [_sample_key(self.dataset.get_data_info(i), i)
                                     for i in range(len(self.dataset))]
-        done = sorted(load_records(record_dir)) if record_dir else []
+        record_dirs = [record_dir] if isinstance(record_dir, str) else list(record_dir or [])
+        done_sets = [set(load_records(d)) for d in record_dirs]
+        done = sorted(set.intersection(*done_sets)) if done_sets else []
         from mmengine.dist import broadcast_object_list, is_distributed
         if is_distributed():
             box = [done]

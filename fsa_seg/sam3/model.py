@@ -102,9 +102,15 @@ class SAM3SegModel(OpenVocabModel):
         return torch.cat(chunks)
 
     # -- OpenVocabModel --------------------------------------------------------------------------------
-    def crop_scores(self, crops: Tensor) -> Tensor:
-        """Per-prompt probabilities ``[n, Q, h, w]`` of SAM3-normalised crops ``[n, 3, h, w]``."""
-        vision = decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size))
+    # crop_scores = scores_from_features(crop_features(crops), crops). The split lets one pass evaluate the base
+    # class's variant keys (prob_thd, area_thd, renormalize) on one backbone run; SAM3's own settings (fsa, its
+    # mode and feedback, the score source) are not variant keys yet.
+    def crop_features(self, crops: Tensor) -> decode.VisionFeatures:
+        """SAM3's vision backbone (ViT + FPN neck, geometry token) on SAM3-normalised crops ``[n, 3, h, w]``."""
+        return decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size))
+
+    def scores_from_features(self, vision: decode.VisionFeatures, crops: Tensor) -> Tensor:
+        """Per-prompt probabilities ``[n, Q, h, w]`` of the crops whose vision features are ``vision``."""
         maps = torch.stack([self.crop_query_scores(vision, i) for i in range(crops.shape[0])])
         return F.interpolate(maps, size=tuple(crops.shape[-2:]), mode="bilinear", align_corners=False)
 
