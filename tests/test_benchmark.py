@@ -137,7 +137,8 @@ def test_sam3_tiny_run_reports_time_memory_and_flops(tmp_path):
     base = rows[('sam3_base', None)]
     for row in rows.values():
         assert row['status'] == 'ok', row
-        for key in ('median_s', 'times_s', 'extra_mem_bytes', 'mem_method', 'flops', 'crop', 'n', 'prompts'):
+        for key in ('median_s', 'cpu_s', 'times_s', 'extra_mem_bytes', 'mem_method', 'flops', 'crop', 'n',
+                    'prompts'):
             assert key in row, key
         assert row['crop'] == 112 and row['n'] == 64 and row['flops'] > 0
     assert base['prompts'] == 5 and base['fsa_options'] is None

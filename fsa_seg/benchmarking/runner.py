@@ -61,16 +61,19 @@ def run_measurement(spec: Dict) -> Dict:
         else:
             fn()
     result["flops"] = counted
-    times, others, waited = [], [], 0.0
+    times, cpu_times, others, waited = [], [], [], 0.0
     for _ in range(spec["repeats"]):
         if spec.get("wait_quiet"):
             waited += machine.wait_quiet(spec["wait_quiet"], window_s=0.5, windows=2)[1]
         probe = machine.OtherLoad().start()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         others.append(probe.stop())
     result.update(summarise_times(times))
+    # CPU seconds of this process (all its threads): less sensitive than wall time to other processes on the cores
+    result["cpu_s"] = sorted(cpu_times)[len(cpu_times) // 2] if cpu_times else None
     known = [o for o in others if o is not None]
     result.update(other_cores_each=others, other_cores=(sum(known) / len(known) if known else None),
                   waited_quiet_s=round(waited, 1))
@@ -280,6 +283,8 @@ def sam3_ratios(results: List[Dict]) -> List[Dict]:
         if base is not None and r.get("status") == "ok" and r["part"] != "sam3_base":
             offset = 1.0 if r["part"] == "sam3_fsa" else 0.0
             row["added_time"] = r["median_s"] / base["median_s"] - offset
+            if r.get("cpu_s") and base.get("cpu_s"):
+                row["added_cpu"] = r["cpu_s"] / base["cpu_s"] - offset
             if r.get("flops") and base.get("flops"):
                 row["added_flops"] = r["flops"] / base["flops"] - offset
             if r["part"] == "sam3_fsa" and r.get("extra_mem_bytes") is not None \
@@ -297,30 +302,37 @@ def sam3_markdown(rows: List[Dict]) -> List[str]:
     ok = [r for r in rows if r.get("status") == "ok"]
     first = ok[0] if ok else {}
     out = ["\n## SAM3 per crop\n",
-           f"One {first.get('crop', '-')} x {first.get('crop', '-')} crop, random weights (SAM3 {first.get('sam3_size')}"
+           f"One {first.get('crop', '-')} x {first.get('crop', '-')} crop, random weights "
+           f"(SAM3 {first.get('sam3_size')}"
            f" architecture, {first.get('params_m', '-')}M parameters), {first.get('n', '-')} encoder tokens. "
            "`sam3_base`: the crop forward without FSA; `sam3_fsa`: with FSA, K prompts judged present; "
            "`sam3_step`: FSA alone after the first pass (A_fb, the K present prompts' adapted pass), measured on a "
            "model with those K prompts. GFLOP: torch's FlopCounterMode in the first warm-up call (matrix products, "
            "convolutions, attention; element-wise work not counted). `+time` / `+FLOPs`: sam3_fsa / sam3_base - 1, "
            "or sam3_step / sam3_base (what FSA adds to the crop forward); `+peak MB`: sam3_fsa's extra peak minus "
-           "sam3_base's. A sam3_step's extra MB is its own peak above the stored first pass.\n",
-           "| part | variant | FSA options | prompts | present | median s | min-max s | GFLOP | extra MB | +time | "
-           "+FLOPs | +peak MB |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "sam3_base's. A sam3_step's extra MB is its own peak above the stored first pass. `CPU s`: CPU seconds of "
+           "the process in the timed call (all threads), `+CPU` the same ratios on them; `others`: cores used by "
+           "other processes during the timed repeats (wall times are inflated where it is not 0; CPU seconds much "
+           "less; FLOPs and memory not at all).\n",
+           "| part | variant | FSA options | prompts | present | median s | CPU s | GFLOP | extra MB | +time | +CPU | "
+           "+FLOPs | +peak MB | others |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("status") != "ok":
             out.append(f"| {r['part']} | {r.get('variant') or '-'} | - | {r.get('c')} | {r.get('present') or '-'} | "
-                       f"- | - | - | - | - | - | {r['status']}: {r.get('reason', '')} |")
+                       f"- | - | - | - | - | - | - | - | {r['status']}: {r.get('reason', '')} |")
             continue
         opts = r.get("fsa_options")
         opts_text = "-" if not opts else " ".join(f"{k}={v}" for k, v in opts.items())
         peak = r.get("added_peak_bytes")
+        peak_text = "-" if peak is None else f"{peak / MB:+,.0f}"
+        others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
         out.append(f"| {r['part']} | {r.get('variant') or '-'} | {opts_text} | {r.get('prompts')} | "
                    f"{r.get('present', '-') if r['part'] != 'sam3_base' else '-'} | {_fmt_s(r['median_s'])} | "
-                   f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_gflop(r.get('flops'))} | "
+                   f"{_fmt_s(r.get('cpu_s'))} | {_fmt_gflop(r.get('flops'))} | "
                    f"{_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_ratio(r.get('added_time'), True)} | "
-                   f"{_fmt_ratio(r.get('added_flops'), True)} | {'-' if peak is None else f'{peak / MB:+,.0f}'} |")
+                   f"{_fmt_ratio(r.get('added_cpu'), True)} | {_fmt_ratio(r.get('added_flops'), True)} | {peak_text} | "
+                   f"{others} |")
     return out
 
 
