@@ -1,5 +1,5 @@
-# Ablation (SAM3 + FSA, VOC21): no isolation; the image-global response is not subtracted from the feedback.
-# Any benchmark: --cfg-options model.isolation=False
+# Ablation (SAM3 + FSA, VOC21): no attention isolation (the present prompts' log-odds enter the softmax as they
+# are). Any benchmark: --cfg-options model.isolation=none
 _base_ = ['./fsa_sam3_voc21.py']
 
-model = dict(isolation=False)
+model = dict(isolation='none')

@@ -1,5 +1,5 @@
-"""tools/benchmark.py (fsa_seg.benchmarking) in a tiny mode: outputs, fields, rows and the skip logic (timings
-are never checked)."""
+"""tools/benchmark.py (fsa_seg.benchmarking) in a tiny mode: outputs, fields, rows and the skip logic; the SAM3 path
+on the tiny SAM3 config, FLOP counting (timings are never checked)."""
 import argparse
 import json
 from pathlib import Path
@@ -74,7 +74,8 @@ def bench_args(tmp_path, **kwargs) -> argparse.Namespace:
                 parts='naive', repeats=1, warmup=0, mem_repeats=1, work_dir=str(tmp_path), name='benchmark',
                 mem_budget_gb=None, device=None, precision=None, image=None, image_size='448x336',
                 image_short_side=336, threads=None, in_process=False, timeout=None, real_weights=False,
-                render=None, wait_quiet=0.0)
+                render=None, wait_quiet=0.0, sam3=None, sam3_variants='encoder_output', sam3_present=[4],
+                flops=False)
     args.update(kwargs)
     return argparse.Namespace(**args)
 
@@ -142,3 +143,73 @@ def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
     md = (tmp_path / 'sweep.md').read_text()
     assert '| 2 | separate runs |' in md and 'Ratio (separate / one pass, medians)' in md
     assert 'ratio' in done.stdout and 'identical predictions: True' in done.stdout
+
+
+# -- SAM3 ------------------------------------------------------------------------------------------------------
+def test_sam3_tiny_run_reports_time_memory_and_flops(tmp_path):
+    done = run_tool('benchmark', '--sam3', 'tiny', '--c', '5', '--sam3-variants', 'encoder_output,last_layer,output',
+                    '--sam3-present', '2', '--repeats', '1', '--warmup', '0', '--in-process', '--work-dir', tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report, md = _read(tmp_path)
+    assert report['meta']['sam3'] == 'tiny' and report['meta']['config'] == 'configs/fsa_sam3_voc21.py'
+    rows = {(r['part'], r.get('variant')): r for r in report['sam3']}
+    assert set(rows) == {('sam3_base', None)} | {(p, v) for p in ('sam3_fsa', 'sam3_step')
+                                                 for v in ('encoder_output', 'last_layer', 'output')}
+    base = rows[('sam3_base', None)]
+    for row in rows.values():
+        assert row['status'] == 'ok', row
+        for key in ('median_s', 'cpu_s', 'times_s', 'extra_mem_bytes', 'mem_method', 'flops', 'crop', 'n',
+                    'prompts'):
+            assert key in row, key
+        assert row['crop'] == 112 and row['n'] == 64 and row['flops'] > 0
+    assert base['prompts'] == 5 and base['fsa_options'] is None
+    for variant in ('encoder_output', 'last_layer'):
+        fsa, step = rows[('sam3_fsa', variant)], rows[('sam3_step', variant)]
+        assert fsa['prompts'] == 5 and 1 <= fsa['present'] < 5           # the threshold left some prompts out
+        assert step['prompts'] == step['present'] == 2                     # the step: a model of the K prompts
+        assert fsa['flops'] > base['flops'] and step['flops'] < base['flops']
+        assert fsa['fsa_options']['placement'] == variant
+        assert fsa['added_flops'] > 0 and step['added_flops'] == pytest.approx(step['flops'] / base['flops'])
+        assert 'added_peak_bytes' in fsa and 'added_peak_bytes' not in step
+    # the adapted last layer costs more FLOPs than A_fb on the encoder output; output mode re-runs nothing
+    assert rows[('sam3_step', 'last_layer')]['flops'] > rows[('sam3_step', 'encoder_output')]['flops']
+    assert rows[('sam3_step', 'output')]['flops'] < 0.01 * rows[('sam3_step', 'encoder_output')]['flops']
+    assert '## SAM3 per crop' in md and '| sam3_step | last_layer |' in md and '+FLOPs' in md
+    assert 'SAM3 sam3_fsa encoder_output' in done.stdout
+
+
+def test_sam3_plan_rejects_unknown_parts_and_variants(tmp_path):
+    args = bench_args(tmp_path, sam3='tiny', parts='sam3_base,fsa', c=[46], sam3_variants='last_layer',
+                      sam3_present=[4])
+    with pytest.raises(ValueError, match='SAM3 part'):
+        runner.plan(args, {})
+    args.parts, args.sam3_variants = 'sam3_step', 'last_layer,decoder'
+    with pytest.raises(ValueError, match='SAM3 variant'):
+        runner.plan(args, {})
+    args.sam3_variants, args.sam3_present = 'last_layer', [4, 50]
+    jobs = runner.plan(args, {})
+    assert [j.get('status') for j in jobs] == [None, 'skipped'] and 'present' in jobs[1]['reason']
+
+
+def test_flop_counter_counts_cpu_attention():
+    # torch's FlopCounterMode has no formula for CPU's fused attention kernel: ours adds it (4 B h N^2 d)
+    import torch
+
+    from fsa_seg.benchmarking.flops import count_flops
+
+    q, k, v = (torch.randn(2, 3, 40, 8) for _ in range(3))
+    _, counted = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert counted == 4 * 2 * 3 * 40 * 40 * 8
+    _, counted = count_flops(lambda: q @ k.transpose(-1, -2))
+    assert counted == 2 * 2 * 3 * 40 * 40 * 8
+
+
+def test_presence_threshold_for_k_present_prompts():
+    import torch
+
+    from fsa_seg.benchmarking.sam3_workloads import threshold_for
+
+    logits = torch.tensor([2.0, -1.0, 0.5, 3.0, -2.0])
+    for k in range(1, 5):
+        assert int((logits.sigmoid() >= threshold_for(logits, k)).sum()) == k
+    assert threshold_for(logits, 5) == 0.0 and threshold_for(logits, 0) == 1.0

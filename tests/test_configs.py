@@ -10,7 +10,8 @@ from mmengine import Config
 
 from fsa_seg.benchmarks import BENCHMARKS, get_benchmark
 from fsa_seg.config_index import COLUMNS, collect, config_temp_files_in_memory, matches, render
-from fsa_seg.plugin import FSASegmentor
+from fsa_seg.class_names import CLASS_NAME_DIR, load_class_names
+from fsa_seg.plugin import FSASegmentor, SAM3Segmentor
 from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,8 +207,6 @@ def test_each_method_names_its_own_class_files(all_configs):
     """SCLIP, NACLIP and ClearCLIP (with and without FSA, every backbone) use their released class files where
     those differ from FSA's; every other method and benchmark uses FSA's. Every name resolves to a packaged file
     with the benchmark's number of classes."""
-    from fsa_seg.class_names import load_class_names
-
     own = {(m, d): n for m in ("sclip", "naclip", "clearclip") for d, n in PUBLISHED[m]["names"].items()}
     assert sorted(own.values()) == sorted(["sclip_voc21", "sclip_voc20", "sclip_coco_object", "naclip_voc21",
                                            "naclip_voc20", "naclip_coco_object", "clearclip_voc21",
@@ -244,3 +243,30 @@ def test_ade847_and_context459_configs(all_configs):
     rows = select(collect(), dataset=["ade847", "context459"], method=["sam3"])
     assert sorted(r["path"] for r in rows) == ["configs/fsa_sam3_ade847.py", "configs/fsa_sam3_context459.py",
                                                "configs/sam3_ade847.py", "configs/sam3_context459.py"]
+
+
+# SAM3's protocol: our SAM3 class files where they exist, the untuned per-benchmark background threshold.
+SAM3_BACKGROUND = {"voc21": 0.5, "context60": 0.5, "coco_object": 0.5}
+
+
+def test_sam3_configs(all_configs):
+    accepted = SAM3Segmentor.option_names()
+    sam3 = {rel: cfg for rel, cfg in all_configs.items() if cfg.model.type == "SAM3Segmentor"}
+    assert len(sam3) >= 2 * len(DATASETS)
+    for rel, cfg in sam3.items():
+        assert set(cfg.model) <= accepted, (rel, set(cfg.model) - accepted)     # ablations too: no misspelt keys
+        assert cfg.model.random_weights is False and _resize_short_side(cfg) == 1008, rel
+    for dataset in DATASETS:
+        spec = get_benchmark(dataset)
+        own = f"sam3_{spec.class_names}"
+        names = own if (CLASS_NAME_DIR / f"{own}.txt").is_file() else spec.class_names
+        for fsa in (False, True):
+            model = sam3[f"{'fsa_' if fsa else ''}sam3_{dataset}.py"].model
+            assert model.fsa is fsa and model.name_path == names, (dataset, fsa)
+            assert model.prob_thd == SAM3_BACKGROUND.get(dataset, 0.0), dataset
+            assert (model.instance_thd, model.top_k, model.slide_crop) == (0.5, 0, 0), dataset
+            assert (model.score_source, model.both_reduce, model.fsa_placement) == ("both", "max", "encoder_output")
+        assert max(load_class_names(names)[1]) + 1 == spec.num_classes, dataset
+    assert sam3["sam3_voc21.py"].model.name_path == "sam3_voc21"
+    assert sam3["sam3_ade847.py"].model.name_path == "ade847"          # no SAM3 file: the benchmark's own
+    assert sam3["fsa_sam3_voc21_last_2.py"].model.fsa_layers == 2

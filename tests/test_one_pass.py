@@ -181,8 +181,10 @@ def test_tools_test_variants_grid(tmp_path):
     assert line.startswith("error: model.slide_crop") and "use separate runs" in line
 
 
-def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thread):
-    """SAM3 (tiny, random, FSA on): the vision backbone is shared; the base class's keys vary on top of it."""
+@pytest.mark.parametrize("slide_crop", [48, 0])
+def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thread, slide_crop):
+    """SAM3 (tiny, random, FSA on), sliding windows and whole images (logits resized once): the vision backbone
+    is shared; the base class's keys vary on top of it."""
     from fsa_seg.sam3 import SAM3SegModel
 
     names = tmp_path / "tiny.txt"
@@ -191,7 +193,7 @@ def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thre
     def build(**kwargs):
         torch.manual_seed(0)
         return SAM3SegModel(name_path=str(names), random_weights=True, device="cpu", fsa=True, presence_thd=0.0,
-                            slide_crop=48, slide_stride=32, crop_batch_size=2, **kwargs).eval()
+                            slide_crop=slide_crop, slide_stride=32, crop_batch_size=2, **kwargs).eval()
 
     model = build()
     images = list(torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1)))

@@ -1,7 +1,8 @@
 """FSA's pieces for SAM3, each against a plain transcription and with inputs a plausible bug would break: the
-ensemble without A0 (transposed A_fb must fail), uniform attention in the hooked layer, pooling to a non-square
-token grid (a transposed grid must fail), the log-odds feedback of the present prompts (two spatial groups: A_fb
-must be block-structured), isolation modes, the three-strategy ensemble, and the output-mode update's sign."""
+ensemble without A0 (transposed A_fb must fail), a map shared by the batch, uniform attention in a hooked layer,
+pooling to a non-square token grid (a transposed grid must fail), the log-odds feedback of the present prompts
+(two spatial groups: A_fb must be block-structured), isolation modes, the three-strategy ensemble, and the
+output-mode update's sign. tests/test_sam3_model.py checks that the segmentor runs these pieces."""
 from __future__ import annotations
 
 import pytest
@@ -10,23 +11,11 @@ import torch
 from fsa_seg import fsa as fsa_core
 from fsa_seg.sam3 import decode
 from fsa_seg.sam3.feedback import (LogOddsFeedback, log_odds_feedback_attention, log_odds_inputs, pool_to_tokens,
-                                   present_prompts, propagate_scores, token_grid_scores, token_log_odds)
+                                   present_prompts, propagate_logits, token_log_odds)
 from fsa_seg.sam3.loading import build_sam3, build_tokenizer
+from sam3_transcriptions import materialised_eq8, row_stochastic, transcribed_layer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def row_stochastic(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    """A random, clearly asymmetric row-stochastic matrix ``[1, n, n]``."""
-    gen = torch.Generator().manual_seed(seed)
-    return (3 * torch.randn(1, n, n, generator=gen, dtype=dtype)).softmax(dim=-1)
-
-
-def materialised_eq8(a_fb: torch.Tensor, q, k, v, scale: float) -> torch.Tensor:
-    """Paper Eq. 8 as written: ``(A_fb A0 + A0 A_fb + A_fb) V / 3``, ``A0 = softmax(q k^T scale)`` per head."""
-    a0 = (q @ k.transpose(-1, -2) * scale).softmax(dim=-1)
-    fb = a_fb[:, None]
-    return (fb @ a0 + a0 @ fb + fb) @ v / 3
 
 
 # -- the ensemble without A0 -----------------------------------------------------------------------------------
@@ -45,7 +34,7 @@ def test_sdpa_ensemble_equals_materialised_eq8(scale):
 
 
 def test_materialised_ensemble_rejects_transposed_feedback():
-    # the segmentor's current path (A0 materialised) against the same transcription and its transpose
+    # the CLIP path's ensemble (A0 materialised) against the same transcription and its transpose
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, 2, 16, 4, generator=gen, dtype=torch.float64) for _ in range(3))
     a_fb = row_stochastic(16, 4)
@@ -53,6 +42,22 @@ def test_materialised_ensemble_rejects_transposed_feedback():
     out = fsa_core.ensemble_attend(a_fb, a0, v)
     torch.testing.assert_close(out, materialised_eq8(a_fb, q, k, v, 0.5), rtol=1e-12, atol=1e-12)
     assert (out - materialised_eq8(a_fb.transpose(1, 2), q, k, v, 0.5)).abs().max() > 1e-2
+
+
+def test_a_map_shared_by_the_batch_is_the_same_as_repeated():
+    # one A_fb [1, N, N] for a batch of prompts: the same numbers as the map repeated per prompt, no copy of it
+    gen = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(3, 2, 20, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    a_fb = row_stochastic(20, 9)
+    shared = fsa_core.ensemble_attend_sdpa(a_fb, q, k, v)
+    torch.testing.assert_close(shared, fsa_core.ensemble_attend_sdpa(a_fb.expand(3, 20, 20), q, k, v),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(shared, materialised_eq8(a_fb, q, k, v, 0.5), rtol=1e-12, atol=1e-12)
+    x = torch.randn(3, 20, 6, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(fsa_core.shared_rows_matmul(a_fb, x), a_fb @ x, rtol=1e-12, atol=1e-12)
+    assert (fsa_core.shared_rows_matmul(a_fb, x) - a_fb.transpose(1, 2) @ x).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="batch"):
+        fsa_core.shared_rows_matmul(a_fb.expand(2, 20, 20), x)
 
 
 def test_sdpa_ensemble_fp32_matches_fp64():
@@ -73,16 +78,20 @@ def layer_inputs():
     with torch.no_grad():
         vision = decode.encode_vision(model, torch.randn(1, 3, 112, 112)).expand(0, 2)
         text, prompt_mask = decode.prompt_features(vision, decode.encode_text(model, ids, mask), mask.bool())
-        state = decode.encode_to_last_layer(model, vision, text, prompt_mask)
+        state = decode.run_encoder_layers(model, decode.encoder_input(model, vision, text, prompt_mask), text,
+                                          range(len(model.detr_encoder.layers) - 1))
     return model.detr_encoder.layers[-1], state, text
+
 
 
 def test_sdpa_layer_is_the_layer(layer_inputs):
     layer, state, text = layer_inputs
     with torch.no_grad():
-        ref = decode.original_last_layer(layer, state, text)
+        ref = decode.original_layer(layer, state, text)
         out = decode.adapted_layer_forward(layer, state, text)
+        plain = transcribed_layer(layer, state, text, lambda a0, v: a0 @ v)
     assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
+    assert (plain - ref).abs().max() < 1e-5 * ref.abs().max()
 
 
 def test_sdpa_ensemble_in_the_layer_matches_materialised_path(layer_inputs):
@@ -93,10 +102,10 @@ def test_sdpa_ensemble_in_the_layer_matches_materialised_path(layer_inputs):
     with torch.no_grad():
         lean = decode.adapted_layer_forward(
             layer, state, text, lambda q, k, v: fsa_core.ensemble_attend_sdpa(a_fb, q, k, v, scale=scale))
-        materialised = decode.last_layer_forward(layer, state, text,
-                                                 lambda a0, v: fsa_core.ensemble_attend(a_fb, a0, v))
-        transposed = decode.last_layer_forward(
-            layer, state, text, lambda a0, v: fsa_core.ensemble_attend(a_fb.transpose(1, 2), a0, v))
+        materialised = transcribed_layer(layer, state, text, lambda a0, v: (a_fb[:, None] @ a0 + a0 @ a_fb[:, None]
+                                                                            + a_fb[:, None]) @ v / 3)
+        transposed = transcribed_layer(layer, state, text, lambda a0, v: fsa_core.ensemble_attend(
+            a_fb.transpose(1, 2), a0, v))
     assert (lean - materialised).abs().max() < 1e-5 * materialised.abs().max()
     assert (lean - transposed).abs().max() > 1e-3
 
@@ -106,7 +115,7 @@ def test_uniform_attention_gives_every_token_the_value_mean(layer_inputs):
     n = state.hidden.shape[1]
     with torch.no_grad():
         out = decode.adapted_layer_forward(layer, state, text, decode.uniform_attend_qkv)
-        ref = decode.last_layer_forward(layer, state, text, lambda a0, v: torch.full_like(a0, 1.0 / n) @ v)
+        ref = transcribed_layer(layer, state, text, lambda a0, v: torch.full_like(a0, 1.0 / n) @ v)
         wrong_axis = decode.adapted_layer_forward(layer, state, text,
                                                   lambda q, k, v: v.mean(dim=-1, keepdim=True).expand_as(v))
     assert (out - ref).abs().max() < 1e-5 * ref.abs().max()
@@ -118,14 +127,13 @@ def test_pooling_follows_the_encoder_token_order_on_a_non_square_grid():
     # maps of 6 x 10 pixels onto a 3 x 5 grid: each token averages a 2 x 2 block; value = 100 y + x
     ys, xs = torch.meshgrid(torch.arange(6.0), torch.arange(10.0), indexing="ij")
     maps = torch.stack([100 * ys + xs, -(100 * ys + xs)])
-    for pool in (pool_to_tokens, token_grid_scores):
-        tokens = pool(maps, (3, 5))
-        assert tokens.shape == (15, 2)
-        for r in range(3):
-            for c in range(5):
-                expected = 100 * (2 * r + 0.5) + (2 * c + 0.5)
-                assert tokens[r * 5 + c, 0] == pytest.approx(expected)
-                assert tokens[r * 5 + c, 1] == pytest.approx(-expected)
+    tokens = pool_to_tokens(maps, (3, 5))
+    assert tokens.shape == (15, 2)
+    for r in range(3):
+        for c in range(5):
+            expected = 100 * (2 * r + 0.5) + (2 * c + 0.5)
+            assert tokens[r * 5 + c, 0] == pytest.approx(expected)
+            assert tokens[r * 5 + c, 1] == pytest.approx(-expected)
 
 
 def test_token_log_odds_add_log_presence_per_prompt():
@@ -251,12 +259,23 @@ def test_core_without_pruning_is_the_sharpened_softmax():
 
 
 # -- the output-mode update --------------------------------------------------------------------------------------
-def test_output_mode_moves_scores_towards_their_group():
-    # grid 2 x 3 at mask resolution (no resize); A_fb averages each row of tokens: S' = S + (A S - S) = A S
-    scores = torch.tensor([[[0.9, 0.0, 0.3], [0.0, 0.6, 0.0]]])
+def test_output_mode_moves_logits_towards_their_group():
+    # grid 2 x 3 at mask resolution (no resize); A_fb averages each row of tokens: z' = z + (A z - z) = A z
+    logits = torch.tensor([[[4.5, -3.0, 0.0], [-3.0, 1.5, -3.0]]])
     a_fb = torch.zeros(1, 6, 6)
     a_fb[0, :3, :3] = 1 / 3
     a_fb[0, 3:, 3:] = 1 / 3
-    out = propagate_scores(scores, a_fb, (2, 3))
-    expected = torch.tensor([[[0.4, 0.4, 0.4], [0.2, 0.2, 0.2]]])
-    torch.testing.assert_close(out, expected)
+    out = propagate_logits(logits, a_fb, (2, 3))
+    torch.testing.assert_close(out, torch.tensor([[[0.5, 0.5, 0.5], [-1.5, -1.5, -1.5]]]))
+
+
+def test_output_mode_keeps_detail_finer_than_the_grid():
+    # 4 x 6 logits on a 2 x 3 grid: A = I moves nothing (the detail within each token's cell stays); the token
+    # average pulls every token towards the image mean (1.0 here), through the bilinear upsampling of the change
+    logits = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(propagate_logits(logits, torch.eye(6)[None], (2, 3)), logits)
+    flat = torch.full((1, 4, 6), 2.0)
+    flat[0, :, :2] = -1.0                          # the grid's first column of tokens at -1, the others at 2
+    out = propagate_logits(flat, torch.full((1, 6, 6), 1 / 6), (2, 3))
+    before, after = pool_to_tokens(flat, (2, 3)) - 1.0, pool_to_tokens(out, (2, 3)) - 1.0
+    assert (after.abs() < 0.5 * before.abs()).all()

@@ -114,8 +114,9 @@ def test_legacy_sources_are_the_earlier_formulas():
                 ("both", "max"): torch.maximum(sem, inst)}
     for key, ref in expected.items():
         source, reduce = key if isinstance(key, tuple) else (key, "mean")
-        torch.testing.assert_close(decode.query_scores(out, source, reduce), ref * pres, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(decode.query_scores(out, source, reduce, presence_weighting=False), ref,
+        torch.testing.assert_close(scores.probabilities(out, ScoreRecipe.legacy(source, reduce)), ref * pres,
+                                   rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scores.probabilities(out, ScoreRecipe.legacy(source, reduce, False)), ref,
                                    rtol=1e-12, atol=1e-12)
 
 

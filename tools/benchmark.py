@@ -7,6 +7,8 @@
     python tools/benchmark.py --image generated                  # one 448x336 image end to end
     python tools/benchmark.py --image path/to/img.jpg --cfg-options model.vfm=dino
     python tools/benchmark.py --sweep [--sweep-images 2] [--image-size 448x336]  # one pass vs separate runs
+    python tools/benchmark.py --sam3 --repeats 1 --warmup 1       # SAM3 at full size: baseline vs each FSA variant
+    python tools/benchmark.py --sam3 --parts sam3_step --sam3-variants last_layer,output --sam3-present 4,46
 
 Parts (see fsa_seg/benchmarking/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
 with / without FSA), ``base`` / ``block_fsa`` (the last block without / with FSA), ``fsa`` (the FSA step
@@ -33,6 +35,12 @@ runs (a full prediction per setting), in this process, ``--sweep-repeats`` round
 first; prints the wall times, the ratio (medians) and whether the predictions are identical
 (``WORK_DIR/sweep.json``, ``WORK_DIR/sweep.md``); ``--wait-quiet S`` waits for idle CPUs before each timed block,
 and each block's ``others`` says how many cores other processes used meanwhile.
+
+SAM3 (``--sam3``, ``--sam3 tiny`` for the tiny test config; fsa_seg/benchmarking/sam3_workloads.py): one crop at
+SAM3's input size with ``--c`` prompts (default 46), random weights at SAM3's full size, config
+``configs/fsa_sam3_voc21.py`` unless ``--config``: parts ``sam3_base`` (crop forward without FSA), ``sam3_fsa`` (with
+FSA, ``--sam3-present`` K prompts judged present) and ``sam3_step`` (FSA alone after the first pass), FSA parts for
+each of ``--sam3-variants``. FLOPs are counted (``--flops``; torch's FlopCounterMode, in the first warm-up call).
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ import sys
 from typing import List, Optional
 
 from fsa_seg.benchmarking.runner import ALL_PARTS, DEFAULT_C, DEFAULT_N, parse_ints, render, run_benchmark
+from fsa_seg.benchmarking.sam3_workloads import SAM3_PARTS, SAM3_SIZES, SAM3_VARIANTS
 from fsa_seg.benchmarks import REPO_ROOT
 
 
@@ -50,11 +59,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/fsa_proxy_sam_voc.py")
+    p.add_argument("--config", default=None,
+                   help="default: configs/fsa_proxy_sam_voc.py (configs/fsa_sam3_voc21.py with --sam3)")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                    help="config overrides, e.g. model.vfm=dino (pins the VFM of the whole-forward parts)")
     p.add_argument("--n", type=parse_ints, default=list(DEFAULT_N), help="proxy token counts, e.g. 1764,4096")
-    p.add_argument("--c", type=parse_ints, default=list(DEFAULT_C), help="query counts, e.g. 46,171")
+    p.add_argument("--c", type=parse_ints, default=None,
+                   help=f"query counts, e.g. 46,171 (default {','.join(map(str, DEFAULT_C))}; 46 with --sam3)")
     p.add_argument("--parts", default=None, help=f"comma list from {','.join(ALL_PARTS)} (default: all; "
                                                  f"none with --image)")
     p.add_argument("--repeats", type=int, default=5)
@@ -81,10 +92,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="rounds of both ways for --sweep, alternating which runs first (medians reported)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="no measurement: merge these result files into WORK_DIR/NAME.json and NAME.md")
+    p.add_argument("--sam3", nargs="?", const="full", default=None, choices=SAM3_SIZES,
+                   help="benchmark SAM3 (+ FSA) on one crop, at SAM3's full size (or 'tiny')")
+    p.add_argument("--sam3-variants", default=",".join(v for v in SAM3_VARIANTS if v != "config"),
+                   help=f"FSA variants of the SAM3 FSA parts, from {','.join(SAM3_VARIANTS)}")
+    p.add_argument("--sam3-present", type=parse_ints, default=[4],
+                   help="prompts judged present (re-run by FSA), e.g. 4,46")
+    p.add_argument("--flops", action="store_true", help="count FLOPs in the first warm-up call (on with --sam3)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                    help="before each timed repeat, wait up to SECONDS for other processes to leave the CPUs "
                         "idle (a shared machine)")
     args = p.parse_args(argv)
+    if args.sam3:
+        if args.image:
+            p.error("--image measures the CLIP models; SAM3 is measured per crop (--sam3 without --image)")
+        args.flops = True
+        args.config = args.config or "configs/fsa_sam3_voc21.py"
+        args.c = args.c or [46]
+        args.parts = args.parts or ",".join(SAM3_PARTS)
+    args.config = args.config or "configs/fsa_proxy_sam_voc.py"
+    args.c = args.c or list(DEFAULT_C)
     if args.parts is None:
         args.parts = "" if args.image else ",".join(ALL_PARTS)
     return args

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import estimates, machine, memory, workloads
+from . import estimates, flops, machine, memory, sam3_workloads, workloads
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 REPO_ROOT = PACKAGE_PARENT
@@ -51,20 +51,29 @@ def run_measurement(spec: Dict) -> Dict:
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     result = dict(part=spec["part"], n=spec.get("n"), c=spec.get("c"), vfm=spec.get("vfm"),
+                  variant=spec.get("variant"), present=spec.get("present"),
                   cfg_options=spec.get("cfg_options") or {}, load_before=list(os.getloadavg()))
     fn, meta, device = workloads.setup(spec, spec["model_cfg"])
-    for _ in range(spec["warmup"]):
-        fn()
-    times, others, waited = [], [], 0.0
+    counted = None
+    for i in range(max(spec["warmup"], 1 if spec.get("count_flops") else 0)):
+        if i == 0 and spec.get("count_flops"):  # the first warm-up call, under torch's FLOP counter
+            counted = flops.count_flops(fn)[1]
+        else:
+            fn()
+    result["flops"] = counted
+    times, cpu_times, others, waited = [], [], [], 0.0
     for _ in range(spec["repeats"]):
         if spec.get("wait_quiet"):
             waited += machine.wait_quiet(spec["wait_quiet"], window_s=0.5, windows=2)[1]
         probe = machine.OtherLoad().start()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
         others.append(probe.stop())
     result.update(summarise_times(times))
+    # CPU seconds of this process (all its threads): less sensitive than wall time to other processes on the cores
+    result["cpu_s"] = sorted(cpu_times)[len(cpu_times) // 2] if cpu_times else None
     known = [o for o in others if o is not None]
     result.update(other_cores_each=others, other_cores=(sum(known) / len(known) if known else None),
                   waited_quiet_s=round(waited, 1))
@@ -92,8 +101,36 @@ def parse_ints(text: str) -> List[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
 
+def plan_sam3(args) -> List[Dict]:
+    """SAM3 measurements: each part for each query count, FSA parts for each variant and present-prompt count."""
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else []
+    unknown = sorted(set(parts) - set(sam3_workloads.SAM3_PARTS))
+    if unknown:
+        raise ValueError(f"unknown SAM3 part(s) {unknown}; choose from {list(sam3_workloads.SAM3_PARTS)}")
+    variants = [v.strip() for v in args.sam3_variants.split(",") if v.strip()]
+    bad = sorted(set(variants) - set(sam3_workloads.SAM3_VARIANTS))
+    if bad:
+        raise ValueError(f"unknown SAM3 variant(s) {bad}; choose from {list(sam3_workloads.SAM3_VARIANTS)}")
+    jobs: List[Dict] = []
+    for c in args.c:
+        for part in parts:
+            if part == "sam3_base":
+                jobs.append(dict(part=part, c=c))
+                continue
+            for variant in variants:
+                for present in args.sam3_present:
+                    if not 1 <= present <= c:
+                        jobs.append(dict(part=part, c=c, variant=variant, present=present, status="skipped",
+                                         reason=f"present prompts must be in [1, {c}]"))
+                        continue
+                    jobs.append(dict(part=part, c=c, variant=variant, present=present))
+    return jobs
+
+
 def plan(args, model_cfg: Dict) -> List[Dict]:
     """Measurements to run (or skip, with a reason), in order."""
+    if getattr(args, "sam3", None):
+        return plan_sam3(args)
     crop = workloads.crop_size(model_cfg)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else []
     unknown = sorted(set(parts) - set(ALL_PARTS))
@@ -145,7 +182,8 @@ def run_job(job: Dict, args) -> Dict:
     spec = dict(job, model_cfg=args.model_cfg, cfg_options=args.cfg_options or {}, overrides=args.overrides,
                 work_dir=str(args.work_dir), warmup=args.warmup, repeats=args.repeats,
                 mem_repeats=args.mem_repeats, threads=args.threads, real_weights=args.real_weights,
-                wait_quiet=args.wait_quiet)
+                wait_quiet=args.wait_quiet, count_flops=bool(getattr(args, "flops", False)),
+                sam3_size=getattr(args, "sam3", None) or "full")
     if args.in_process:
         try:
             return dict(job, **run_measurement(spec))
@@ -204,7 +242,7 @@ def _find(results: List[Dict], part: str, n: int, c: int) -> Optional[Dict]:
 def ratios(results: List[Dict]) -> List[Dict]:
     keys = []
     for r in results:
-        if r.get("part") != "image" and (r.get("n"), r.get("c")) not in keys:
+        if r.get("part") not in ("image", *sam3_workloads.SAM3_PARTS) and (r.get("n"), r.get("c")) not in keys:
             keys.append((r.get("n"), r.get("c")))
     rows = []
     for n, c in keys:
@@ -231,6 +269,76 @@ def ratios(results: List[Dict]) -> List[Dict]:
     return rows
 
 
+def sam3_ratios(results: List[Dict]) -> List[Dict]:
+    """SAM3 rows with what FSA adds relative to ``sam3_base`` at the same prompt count: ``sam3_fsa`` (whole
+    crop with FSA): time and FLOPs ratios minus one, peak memory difference; ``sam3_step`` (FSA alone): its time
+    and FLOPs over the base's."""
+    rows = []
+    for r in results:
+        if r.get("part") not in sam3_workloads.SAM3_PARTS:
+            continue
+        row = dict(r)
+        base = next((b for b in results if b.get("part") == "sam3_base" and b.get("c") == r.get("c")
+                     and b.get("status") == "ok"), None)
+        if base is not None and r.get("status") == "ok" and r["part"] != "sam3_base":
+            offset = 1.0 if r["part"] == "sam3_fsa" else 0.0
+            row["added_time"] = r["median_s"] / base["median_s"] - offset
+            if r.get("cpu_s") and base.get("cpu_s"):
+                row["added_cpu"] = r["cpu_s"] / base["cpu_s"] - offset
+            if r.get("flops") and base.get("flops"):
+                row["added_flops"] = r["flops"] / base["flops"] - offset
+            if r["part"] == "sam3_fsa" and r.get("extra_mem_bytes") is not None \
+                    and base.get("extra_mem_bytes") is not None:
+                row["added_peak_bytes"] = r["extra_mem_bytes"] - base["extra_mem_bytes"]
+        rows.append(row)
+    return rows
+
+
+def _fmt_gflop(x: Optional[int]) -> str:
+    return "-" if not x else f"{x / 1e9:,.0f}"
+
+
+def sam3_markdown(rows: List[Dict]) -> List[str]:
+    """The SAM3 per-crop table (markdown lines; none without SAM3 rows)."""
+    if not rows:
+        return []
+    ok = [r for r in rows if r.get("status") == "ok"]
+    first = ok[0] if ok else {}
+    out = ["\n## SAM3 per crop\n",
+           f"One {first.get('crop', '-')} x {first.get('crop', '-')} crop, random weights "
+           f"(SAM3 {first.get('sam3_size')}"
+           f" architecture, {first.get('params_m', '-')}M parameters), {first.get('n', '-')} encoder tokens. "
+           "`sam3_base`: the crop forward without FSA; `sam3_fsa`: with FSA, K prompts judged present; "
+           "`sam3_step`: FSA alone after the first pass (A_fb, the K present prompts' adapted pass), measured on a "
+           "model with those K prompts. GFLOP: torch's FlopCounterMode in the first warm-up call (matrix products, "
+           "convolutions, attention; element-wise work not counted). `+time` / `+FLOPs`: sam3_fsa / sam3_base - 1, "
+           "or sam3_step / sam3_base (what FSA adds to the crop forward); `+peak MB`: sam3_fsa's extra peak minus "
+           "sam3_base's. A sam3_step's extra MB is its own peak above the stored first pass. `CPU s`: CPU seconds of "
+           "the process in the timed call (all threads), `+CPU` the same ratios on them; `others`: cores used by "
+           "other processes during the timed repeats (wall times are inflated where it is not 0; CPU seconds much "
+           "less; FLOPs and memory not at all).\n",
+           "| part | variant | FSA options | prompts | present | median s | CPU s | GFLOP | extra MB | +time | +CPU | "
+           "+FLOPs | +peak MB | others |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            out.append(f"| {r['part']} | {r.get('variant') or '-'} | - | {r.get('c')} | {r.get('present') or '-'} | "
+                       f"- | - | - | - | - | - | - | - | {r['status']}: {r.get('reason', '')} |")
+            continue
+        opts = r.get("fsa_options")
+        opts_text = "-" if not opts else " ".join(f"{k}={v}" for k, v in opts.items())
+        peak = r.get("added_peak_bytes")
+        peak_text = "-" if peak is None else f"{peak / MB:+,.0f}"
+        others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
+        out.append(f"| {r['part']} | {r.get('variant') or '-'} | {opts_text} | {r.get('prompts')} | "
+                   f"{r.get('present', '-') if r['part'] != 'sam3_base' else '-'} | {_fmt_s(r['median_s'])} | "
+                   f"{_fmt_s(r.get('cpu_s'))} | {_fmt_gflop(r.get('flops'))} | "
+                   f"{_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_ratio(r.get('added_time'), True)} | "
+                   f"{_fmt_ratio(r.get('added_cpu'), True)} | {_fmt_ratio(r.get('added_flops'), True)} | {peak_text} | "
+                   f"{others} |")
+    return out
+
+
 def markdown(report: Dict) -> str:
     meta, results = report["meta"], report["results"]
     out = ["# FSA benchmark\n",
@@ -241,6 +349,7 @@ def markdown(report: Dict) -> str:
            f"`others` = cores used by other processes during the timed repeats (0 = quiet machine).\n",
            f"Command: `{meta['command']}`\n"]
     out += grid_markdown(results)
+    out += sam3_markdown(report.get("sam3") or [])
     out += image_markdown(results)
     return "\n".join(out) + "\n"
 
@@ -248,7 +357,7 @@ def markdown(report: Dict) -> str:
 def grid_markdown(results: List[Dict], level: str = "##") -> List[str]:
     """The measurement table and the ratio table of the grid parts (markdown lines; none without grid rows)."""
     out: List[str] = []
-    grid = [r for r in results if r.get("part") != "image"]
+    grid = [r for r in results if r.get("part") not in ("image", *sam3_workloads.SAM3_PARTS)]
     if grid:
         out += [f"{level} Measurements\n",
                 "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
@@ -351,7 +460,8 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
     jobs = plan(args, model_cfg)
     import torch
 
-    meta = dict(command=command, config=_display_path(args.config),
+    meta = dict(command=command, config=_display_path(args.config), sam3=getattr(args, "sam3", None),
+                flops=bool(getattr(args, "flops", False)),
                 cfg_options=args.cfg_options, device=device, device_name=_device_name(device),
                 torch=torch.__version__, threads=args.threads or torch.get_num_threads(), ours_dtype=ours_dtype,
                 repeats=args.repeats, warmup=args.warmup, mem_repeats=args.mem_repeats,
@@ -367,6 +477,8 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
         label = f"{job['part']:<10} N={job.get('n')!s:<5} C={job.get('c')!s:<4}"
         if job["part"] == "image":
             label = f"image      {job.get('image')}"
+        elif job["part"] in sam3_workloads.SAM3_PARTS:
+            label = f"{job['part']:<10} C={job.get('c')!s:<4} {job.get('variant') or ''} K={job.get('present') or '-'}"
         print(f"  {label} ...", end="", flush=True)
         res = run_job(job, args)
         results.append(res)
@@ -374,12 +486,19 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
             mem, others = res.get("extra_mem_bytes"), res.get("other_cores")
             mem_text = "-" if mem is None else f"{mem / MB:,.0f} MB"
             others_text = "-" if others is None else f"{others:.2f}"
-            print(f" {res['median_s']:.3f} s (min {res['min_s']:.3f}, max {res['max_s']:.3f}), extra {mem_text}, "
-                  f"other processes used {others_text} cores", flush=True)
+            flop_text = "" if not res.get("flops") else f", {res['flops'] / 1e9:,.0f} GFLOP"
+            print(f" {res['median_s']:.3f} s (min {res['min_s']:.3f}, max {res['max_s']:.3f}), extra {mem_text}"
+                  f"{flop_text}, other processes used {others_text} cores", flush=True)
         else:
             print(f" {res['status']}: {res.get('reason')}", flush=True)
         _write(args, meta, results, quiet=True)
     report = _write(args, meta, results)
+    for r in report["sam3"]:
+        if r.get("added_time") is not None:
+            peak = r.get("added_peak_bytes")
+            print(f"SAM3 {r['part']} {r.get('variant')} K={r.get('present')}: adds {100 * r['added_time']:.1f}% time"
+                  + ("" if r.get("added_flops") is None else f", {100 * r['added_flops']:.1f}% FLOPs")
+                  + ("" if peak is None else f", {peak / MB:+,.0f} MB peak") + " to the crop forward")
     rows = report["ratios"]
     for r in rows:
         bits = []
@@ -399,7 +518,7 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
 
 
 def _write(args, meta, results, quiet: bool = False) -> Dict:
-    report = dict(meta=meta, results=results, ratios=ratios(results))
+    report = dict(meta=meta, results=results, ratios=ratios(results), sam3=sam3_ratios(results))
     json_path, md_path = args.work_dir / f"{args.name}.json", args.work_dir / f"{args.name}.md"
     json_path.write_text(json.dumps(report, indent=2, default=str))
     text = markdown(report)

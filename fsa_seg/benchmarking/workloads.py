@@ -20,6 +20,8 @@ Parts (``N`` proxy tokens, ``C`` queries):
                  always fp32.
 * ``image``      end to end per image: normalisation, sliding window, resize to the image, class
                  probabilities and labels (``CLIPSegModel.predict``) on one image.
+
+SAM3's parts (``sam3_base``, ``sam3_fsa``, ``sam3_step``) are in :mod:`.sam3_workloads`.
 """
 from __future__ import annotations
 
@@ -138,7 +140,11 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any]) -> Tuple[Callable[[], object
     """``(fn, meta, device)`` for one measurement ``spec`` (see tools/benchmark.py) on ``model_cfg``."""
     import torch
 
+    from . import sam3_workloads
+
     part = spec["part"]
+    if part in sam3_workloads.SAM3_PARTS:
+        return sam3_workloads.setup(spec, model_cfg, class_file, _sync)
     overrides = dict(spec.get("overrides") or {})
     if not spec.get("real_weights"):
         overrides["random_weights"] = True

@@ -2,8 +2,10 @@
 
 Plain torch and transformers; the mmseg segmentor ``SAM3Segmentor`` lives in ``fsa_seg.plugin``.
 """
-from .feedback import Sam3FeedbackParams, sam3_feedback_attention  # noqa: F401
+from .feedback import LogOddsFeedback, log_odds_feedback_attention  # noqa: F401
 from .loading import build_sam3, tiny_sam3_config  # noqa: F401
 from .model import SAM3SegModel  # noqa: F401
+from .scores import ScoreRecipe  # noqa: F401
 
-__all__ = ["SAM3SegModel", "Sam3FeedbackParams", "sam3_feedback_attention", "build_sam3", "tiny_sam3_config"]
+__all__ = ["SAM3SegModel", "LogOddsFeedback", "log_odds_feedback_attention", "ScoreRecipe", "build_sam3",
+           "tiny_sam3_config"]

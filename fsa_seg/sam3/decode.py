@@ -1,5 +1,5 @@
 """SAM3's text-prompted forward, as Meta's reference code runs it, split so the vision backbone (and the geometry
-token) run once per crop and the last DETR-encoder layer can be re-run with another attention.
+token) run once per crop and any DETR-encoder layer can be re-run with another self-attention.
 
 Follows ``Sam3Model.forward`` (``transformers/models/sam3/modeling_sam3.py``, transformers 5.x) by calling its
 submodules, with the two differences that make it the reference forward (``sam3`` package,
@@ -14,14 +14,15 @@ submodules, with the two differences that make it the reference forward (``sam3`
   Sam3Model's is. The raw logits are read from the presence head's output.
 
 (The third difference, the ViT's LayerNorm eps, is a weight-loading matter: ``loading.use_reference_layer_norm_eps``.)
-Only the last encoder layer's self-attention is re-implemented, so it can be replaced: with the attention map
-explicit (``last_layer_forward``) or from ``q, k, v`` (``adapted_layer_forward``). ``tests/test_sam3_model.py``
-checks the split against ``Sam3Model.forward`` and ``tests/test_sam3_parity.py`` against the reference forward
+The encoder runs layer by layer (:func:`encoder_input`, :func:`run_encoder_layers`) so FSA can start from the
+stored input of any layer; a layer's self-attention is re-implemented from ``q, k, v`` so it can be replaced
+(:func:`adapted_layer_forward`, never materialising the ``h x N x N`` map). ``tests/test_sam3_model.py`` checks
+the split against ``Sam3Model.forward`` and ``tests/test_sam3_parity.py`` against the reference forward
 (``tools/sam3_parity.py`` at full size).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -31,10 +32,7 @@ from transformers import Sam3Model
 from transformers.models.sam3 import modeling_sam3
 
 from .. import fsa as fsa_core
-from . import scores
 
-# ``(a0 [B, h, N, N], v [B, h, N, d]) -> attended values [B, h, N, d]``.
-AttendFn = Callable[[Tensor, Tensor], Tensor]
 # ``(q, k, v [B, h, N, d]) -> attended values [B, h, N, d]`` (no attention map needed).
 QKVAttendFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -119,23 +117,37 @@ def encode_text(model: Sam3Model, input_ids: Tensor, attention_mask: Tensor) -> 
     return model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
 
 
-def encode_to_last_layer(model: Sam3Model, vision: VisionFeatures, text: Tensor,
-                         text_mask: Tensor) -> EncoderState:
-    """All DETR-encoder layers but the last (``Sam3DetrEncoder.forward``)."""
+def encoder_input(model: Sam3Model, vision: VisionFeatures, text: Tensor, text_mask: Tensor) -> EncoderState:
+    """The DETR encoder's input: the tokens of the detector level, their position encoding and the prompt
+    cross-attention mask (``Sam3DetrEncoder.forward`` before its layers)."""
     encoder = model.detr_encoder
     hidden, pos, spatial_shapes = encoder._prepare_multilevel_features([vision.fpn[-1]], [vision.pos[-1]])
-    # Every prompt of the batch sees the same crop: keep one copy of the position encoding (it may be stored
-    # for FSA's re-run).
+    # Every prompt of the batch sees the same crop: keep one copy of the position encoding.
     pos = pos[:1].clone().expand_as(pos)
-    cross_mask = modeling_sam3.create_bidirectional_mask(
-        config=encoder.config, inputs_embeds=hidden, attention_mask=text_mask, encoder_hidden_states=text)
-    for layer in encoder.layers[:-1]:
-        hidden = layer(hidden, prompt_feats=text, vision_pos_encoding=pos, prompt_cross_attn_mask=cross_mask)
-    return EncoderState(hidden, pos, cross_mask, spatial_shapes)
+    return EncoderState(hidden, pos, prompt_cross_mask(model, hidden, text, text_mask), spatial_shapes)
+
+
+def prompt_cross_mask(model: Sam3Model, hidden: Tensor, text: Tensor, text_mask: Tensor) -> Optional[Tensor]:
+    """The encoder's mask for its cross-attention from ``hidden [B, N, D]`` to the prompt ``text [B, L, D]``."""
+    return modeling_sam3.create_bidirectional_mask(config=model.detr_encoder.config, inputs_embeds=hidden,
+                                                   attention_mask=text_mask, encoder_hidden_states=text)
+
+
+def run_encoder_layers(model: Sam3Model, state: EncoderState, text: Tensor, layers: range,
+                       attend_qkv: Optional[QKVAttendFn] = None) -> EncoderState:
+    """The encoder ``layers`` (indices, in order) from ``state``: transformers' own layers, or, with ``attend_qkv``,
+    the same layers with that self-attention (:func:`adapted_layer_forward`). Returns the state after them."""
+    hidden = state.hidden
+    for index in layers:
+        layer = model.detr_encoder.layers[index]
+        current = replace(state, hidden=hidden)
+        hidden = (original_layer(layer, current, text) if attend_qkv is None
+                  else adapted_layer_forward(layer, current, text, attend_qkv))
+    return replace(state, hidden=hidden)
 
 
 def layer_qkv(layer: torch.nn.Module, state: EncoderState) -> Tuple[Tensor, Tensor, Tensor]:
-    """The last layer's self-attention inputs ``q, k, v [B, h, N, d]`` (``Sam3DetrEncoderLayer.forward``:
+    """An encoder layer's self-attention inputs ``q, k, v [B, h, N, d]`` (``Sam3DetrEncoderLayer.forward``:
     ``query = key = LN1(x) + pos``, ``value = LN1(x)``)."""
     attn = layer.self_attn
     x = layer.layer_norm1(state.hidden)
@@ -143,13 +155,6 @@ def layer_qkv(layer: torch.nn.Module, state: EncoderState) -> Tuple[Tensor, Tens
     return (fsa_core.split_heads(attn.q_proj(qk), attn.num_attention_heads),
             fsa_core.split_heads(attn.k_proj(qk), attn.num_attention_heads),
             fsa_core.split_heads(attn.v_proj(x), attn.num_attention_heads))
-
-
-def base_attention(layer: torch.nn.Module, state: EncoderState) -> Tuple[Tensor, Tensor]:
-    """The last layer's self-attention map ``A0 [B, h, N, N]`` (materialised, softmax in fp32) and values ``V``."""
-    q, k, v = layer_qkv(layer, state)
-    a0 = (q @ k.transpose(-1, -2)).mul_(layer.self_attn.scaling).softmax(dim=-1, dtype=torch.float32).to(v.dtype)
-    return a0, v
 
 
 def _finish_layer(layer: torch.nn.Module, state: EncoderState, text: Tensor, attended: Tensor) -> Tensor:
@@ -161,18 +166,6 @@ def _finish_layer(layer: torch.nn.Module, state: EncoderState, text: Tensor, att
                                 attention_mask=state.cross_mask)
     hidden = layer.dropout(cross) + residual
     return layer.dropout(layer.mlp(layer.layer_norm3(hidden))) + hidden
-
-
-def last_layer_forward(layer: torch.nn.Module, state: EncoderState, text: Tensor,
-                       attend_fn: Optional[AttendFn] = None) -> Tensor:
-    """``Sam3DetrEncoderLayer.forward`` with an injectable self-attention; ``text`` is ``[B, L, D]``.
-
-    ``attend_fn(a0, v)`` replaces ``A0 V`` (e.g. FSA's ensemble); ``None`` is the layer itself. ``A0`` is
-    materialised (``h x N x N`` per prompt); :func:`adapted_layer_forward` is the form that need not.
-    """
-    a0, v = base_attention(layer, state)
-    attended = attend_fn(a0, v) if attend_fn is not None else fsa_core.attend(a0, v)
-    return _finish_layer(layer, state, text, attended)
 
 
 def adapted_layer_forward(layer: torch.nn.Module, state: EncoderState, text: Tensor,
@@ -192,13 +185,13 @@ def uniform_attend_qkv(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Uniform attention (every weight ``1 / N``): each token receives the token mean of ``v`` ``[B, h, N, d]``.
 
     FSA's attention isolation (paper Eq. 3) scores the output of the hooked block run with this attention; with
-    it in SAM3's last encoder layer the residual, cross-attention and MLP still act per token.
+    it in a SAM3 encoder layer the residual, cross-attention and MLP still act per token.
     """
     return fsa_core.uniform_attend(v).expand_as(v)
 
 
-def original_last_layer(layer: torch.nn.Module, state: EncoderState, text: Tensor) -> Tensor:
-    """The last encoder layer as transformers runs it (its own attention kernel)."""
+def original_layer(layer: torch.nn.Module, state: EncoderState, text: Tensor) -> Tensor:
+    """An encoder layer as transformers runs it (its own attention kernel)."""
     return layer(state.hidden, prompt_feats=text, vision_pos_encoding=state.pos,
                  prompt_cross_attn_mask=state.cross_mask)
 
@@ -226,6 +219,17 @@ def run_heads(model: Sam3Model, encoded: Tensor, state: EncoderState, vision: Vi
                        modeling_sam3.box_cxcywh_to_xyxy(boxes))
 
 
+def semantic_logits(model: Sam3Model, encoded: Tensor, vision: VisionFeatures, text: Tensor,
+                    text_mask: Tensor) -> Tensor:
+    """The semantic head alone, ``[B, H, W]`` logits: the mask decoder (prompt cross-attention, pixel decoder,
+    semantic projection) without object queries, so without the DETR decoder. The semantic map does not depend
+    on the queries (``Sam3MaskDecoder.forward``)."""
+    no_queries = encoded.new_zeros(encoded.shape[0], 0, encoded.shape[-1])
+    out = model.mask_decoder(decoder_queries=no_queries, backbone_features=list(vision.fpn),
+                             encoder_hidden_states=encoded, prompt_features=text, prompt_mask=text_mask)
+    return out.semantic_seg[:, 0]
+
+
 @torch.no_grad()
 def forward_prompts(model: Sam3Model, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor,
                     with_geometry: bool = True) -> HeadOutputs:
@@ -237,20 +241,9 @@ def forward_prompts(model: Sam3Model, pixel_values: Tensor, input_ids: Tensor, a
     vision = encode_vision(model, pixel_values, with_geometry).expand(0, input_ids.shape[0])
     text = encode_text(model, input_ids, attention_mask)
     prompt, prompt_mask = prompt_features(vision, text, attention_mask.bool())
-    state = encode_to_last_layer(model, vision, prompt, prompt_mask)
-    encoded = original_last_layer(model.detr_encoder.layers[-1], state, prompt)
-    return run_heads(model, encoded, state, vision, prompt, prompt_mask)
-
-
-def query_scores(out: HeadOutputs, source: str = "semantic", both_reduce: str = "mean",
-                 presence_weighting: bool = True) -> Tensor:
-    """Per-prompt probability maps ``[B, H, W]`` (fp32) with the earlier recipe (:meth:`ScoreRecipe.legacy`).
-
-    ``semantic``: ``sigmoid(semantic_seg)``; ``instances``: ``max_m sigmoid(logit_m) sigmoid(mask_m)`` over every
-    instance; ``both``: their mean or max; times presence unless disabled. The SegEarth-OV-3 recipe and the
-    logit output for resizing are in :mod:`fsa_seg.sam3.scores`.
-    """
-    return scores.probabilities(out, scores.ScoreRecipe.legacy(source, both_reduce, presence_weighting))
+    state = run_encoder_layers(model, encoder_input(model, vision, prompt, prompt_mask), prompt,
+                               range(len(model.detr_encoder.layers)))
+    return run_heads(model, state.hidden, state, vision, prompt, prompt_mask)
 
 
 def resize_for_sam3(crops: Tensor, size: int) -> Tensor:

@@ -3,87 +3,118 @@
 Plain torch and transformers (no mmseg); the mmseg segmentor ``SAM3Segmentor`` (``fsa_seg.plugin``) wraps it.
 
 SAM3 (Meta, 2025) segments every instance of a text concept and scores, with its presence head, whether the
-concept is in the image. Per crop: the vision backbone runs once; every class prompt is decoded against the
-same features, ``query_batch_size`` prompts at a time; the per-prompt probability maps (semantic head,
-instance masks, or both, times presence) are the segmentor's scores. With ``fsa=True`` the feedback
-attention ``A_fb`` built from those maps (``feedback.py``) is ensembled with the self-attention of the last
-DETR-encoder layer, ``(A_fb A0 + A0 A_fb + A_fb) V / 3`` per head (paper Eq. 8), that layer is re-run and the
-decoder, mask and presence heads run again (``fsa_mode='attention'``); ``fsa_mode='output'`` only propagates
-the maps with ``A_fb``.
+concept is in the image. Per crop the vision backbone and the geometry token run once (``decode``); every
+prompt is decoded against the same features, ``query_batch_size`` prompts at a time, as the reference forward
+runs it; each prompt's heads become one score map by the :class:`~fsa_seg.sam3.scores.ScoreRecipe` (default:
+SegEarth-OV-3's ``max(semantic, kept instances) x presence``), kept as logits (``scores.score_logits``).
+
+Resizing: logits, never probabilities. A whole image (``slide_crop=0``) is resized once, from SAM3's mask
+resolution straight to its original size (:meth:`image_scores` returns the mask-resolution logits and
+:meth:`~fsa_seg.open_vocab.OpenVocabModel.scores_at` resizes them). Sliding windows: each window's logits are
+resized to the window, overlapping windows average their logits, then the image is resized to its original size.
+:meth:`class_probabilities` turns the final logits into probabilities (sigmoid; the max over synonyms commutes).
+
+FSA (``fsa=True``, paper Sec. 3), after the first pass of a crop: the prompts SAM3 judges present
+(``presence_thd``) give the feedback ``A_fb`` (``feedback``: their token log-odds, isolation, the shared core);
+only those prompts are run again, from their hidden state stored at the placement (``placement``), with the
+adaptation ensemble there, then SAM3's heads; their final maps are weighted by the first pass's presence.
+Absent prompts keep their first-pass maps. ``fsa_mode='output'`` instead propagates the present prompts' score
+logits with ``A_fb`` (no re-run).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import fsa as fsa_core
 from ..open_vocab import OpenVocabModel
 from . import decode
-from .feedback import Sam3FeedbackParams, propagate_scores, sam3_feedback_attention, token_grid_scores
+from .feedback import LogOddsFeedback, log_odds_feedback_attention, propagate_logits, token_log_odds
 from .loading import HUB_ID, build_sam3, build_tokenizer
+from .placement import Placement
+from .scores import ScoreRecipe, score_logits
 
 # Sam3ImageProcessor normalises 0..1 pixels with mean = std = 0.5, i.e. 127.5 on the 0..255 scale.
 SAM3_MEAN = (127.5, 127.5, 127.5)
 SAM3_STD = (127.5, 127.5, 127.5)
 
-SCORE_SOURCES = ("semantic", "instances", "both")
 FSA_MODES = ("attention", "output")
+
+
+@dataclass
+class FirstPass:
+    """One crop's first pass: the segmentor's output without FSA, and what FSA needs of it.
+
+    logits: ``[Q, H, W]`` score logits at SAM3's mask resolution; presence_logits: ``[Q]``;
+    present: ``[K]`` indices of the prompts judged present (empty without FSA); token_log_odds: ``[N, K]`` their
+    feedback signal on the encoder token grid; hidden: ``[K, N, D]`` their hidden states at the placement's
+    start (``None`` when nothing is re-run).
+    """
+
+    logits: Tensor
+    presence_logits: Tensor
+    present: Tensor
+    token_log_odds: Tensor
+    hidden: Optional[Tensor] = None
 
 
 class SAM3SegModel(OpenVocabModel):
     """SAM3 (+ FSA) as an open-vocabulary segmentation model.
 
-    Args (beyond :class:`~fsa_seg.open_vocab.OpenVocabModel`'s; its ``logit_scale`` is unused: SAM3 scores
-    are probabilities):
+    Args (beyond :class:`~fsa_seg.open_vocab.OpenVocabModel`'s; its ``logit_scale`` is unused: SAM3's scores are
+    independent per prompt):
         checkpoint: hub id (``facebook/sam3``, gated) or a local folder with the SAM3 weights.
         random_weights / sam3_config: random weights (pipeline checks only) with the tiny test config, or
             ``Sam3Config(**sam3_config)`` (``dict()`` = SAM3's full architecture).
-        score_source: ``semantic`` | ``instances`` | ``both``; ``both_reduce``: ``mean`` | ``max``.
-        presence_weighting: multiply each map by its prompt's presence probability.
+        score_source, both_reduce, instance_thd, top_k, instance_presence, presence_weighting: the score recipe
+            (:class:`~fsa_seg.sam3.scores.ScoreRecipe`; defaults: SegEarth-OV-3).
         query_batch_size: prompts decoded together against one crop's vision features.
-        fsa, fsa_mode: FSA on/off; ``attention`` (re-run the last encoder layer and the heads) or ``output``.
-        presence_pruning, presence_thd, isolation, feedback_scale, isolation_scale, top_p, lamda: the
-            feedback signal and FSA's pruning/sharpening (``feedback.Sam3FeedbackParams``).
-        fsa_batch_size: prompts per re-run of the adapted layer (each holds ``heads x N x N`` attention).
+        fsa, fsa_mode: FSA on/off; ``attention`` (re-run the present prompts with the ensemble at the placement)
+            or ``output`` (propagate their score logits with ``A_fb``).
+        fsa_placement, fsa_layers: ``last_layer`` | ``last_k`` (the last ``fsa_layers`` encoder layers) |
+            ``encoder_output`` (:mod:`~fsa_seg.sam3.placement`).
+        presence_thd: a prompt is present (feedback and re-run) if its presence probability reaches it.
+        isolation: ``mean`` | ``uniform`` | ``none``; feedback_scale, isolation_scale: paper Eq. 3's scales on
+            the log-odds; top_p, lamda: pruning and sharpening; fsa_strategies: ``both`` (paper) or
+            ``ensemble`` (isolation only, pruning only and both, averaged) (:class:`~.feedback.LogOddsFeedback`).
+        fsa_batch_size: present prompts re-run together.
     """
 
     pixel_mean = SAM3_MEAN
     pixel_std = SAM3_STD
 
     def __init__(self, name_path: str, checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
-                 sam3_config: Optional[dict] = None, score_source: str = "semantic", both_reduce: str = "mean",
+                 sam3_config: Optional[dict] = None, score_source: str = "both", both_reduce: str = "max",
+                 instance_thd: float = 0.5, top_k: int = 0, instance_presence: bool = True,
                  presence_weighting: bool = True, query_batch_size: int = 16, fsa: bool = False,
-                 fsa_mode: str = "attention", presence_pruning: bool = True, presence_thd: float = 0.5,
-                 isolation: bool = True, feedback_scale: float = 10.0, isolation_scale: float = 10.0,
-                 top_p: float = 0.45, lamda: float = 3.0, fsa_batch_size: int = 4, slide_crop: int = 0,
+                 fsa_mode: str = "attention", fsa_placement: str = "encoder_output", fsa_layers: int = 1,
+                 presence_thd: float = 0.5, isolation: str = "mean", feedback_scale: float = 1.0,
+                 isolation_scale: float = 1.0, top_p: float = 0.45, lamda: float = 3.0,
+                 fsa_strategies: str = "both", fsa_batch_size: int = 4, slide_crop: int = 0,
                  slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
         super().__init__(name_path=name_path, slide_crop=slide_crop, slide_stride=slide_stride,
                          crop_batch_size=crop_batch_size, **kwargs)
-        if score_source not in SCORE_SOURCES:
-            raise ValueError(f"score_source must be one of {SCORE_SOURCES}, got '{score_source}'")
-        if both_reduce not in ("mean", "max"):
-            raise ValueError(f"both_reduce must be 'mean' or 'max', got '{both_reduce}'")
         if fsa_mode not in FSA_MODES:
             raise ValueError(f"fsa_mode must be one of {FSA_MODES}, got '{fsa_mode}'")
         if query_batch_size < 1 or fsa_batch_size < 1:
             raise ValueError("query_batch_size and fsa_batch_size must be positive")
-        self.score_source = score_source
-        self.both_reduce = both_reduce
-        self.presence_weighting = bool(presence_weighting)
+        self.recipe = ScoreRecipe(source=score_source, reduce=both_reduce, instance_thd=float(instance_thd),
+                                  top_k=int(top_k), instance_presence=bool(instance_presence),
+                                  presence_weighting=bool(presence_weighting))
+        self.feedback = LogOddsFeedback(presence_thd=float(presence_thd), isolation=isolation,
+                                        scale=float(feedback_scale), isolation_scale=float(isolation_scale),
+                                        top_p=float(top_p), lamda=float(lamda), strategies=fsa_strategies)
         self.query_batch_size = int(query_batch_size)
         self.fsa = bool(fsa)
         self.fsa_mode = fsa_mode
         self.fsa_batch_size = int(fsa_batch_size)
-        self.feedback = Sam3FeedbackParams(presence_pruning=bool(presence_pruning), presence_thd=float(presence_thd),
-                                           isolation=bool(isolation), feedback_scale=float(feedback_scale),
-                                           isolation_scale=float(isolation_scale), top_p=float(top_p),
-                                           lamda=float(lamda))
-        self.feedback.core_params()  # validates top_p now rather than at the first image
 
         self.sam3 = build_sam3(checkpoint, random_weights, sam3_config, self.run_dtype).to(self.run_device)
+        self.num_layers = len(self.sam3.detr_encoder.layers)
+        self.placement = Placement.build(fsa_placement, int(fsa_layers), self.num_layers)
         self.image_size = int(self.sam3.config.vision_config.backbone_config.image_size)
         self._tokenize = build_tokenizer(checkpoint, random_weights)
         self.encode_queries()
@@ -101,86 +132,159 @@ class SAM3SegModel(OpenVocabModel):
                   for i in range(0, ids.shape[0], self.query_batch_size)]
         return torch.cat(chunks)
 
-    # -- OpenVocabModel --------------------------------------------------------------------------------
+    # -- OpenVocabModel ------------------------------------------------------------------------------------------
     # crop_scores = scores_from_features(crop_features(crops), crops). The split lets one pass evaluate the base
     # class's variant keys (prob_thd, area_thd, renormalize) on one backbone run; SAM3's own settings (fsa, its
-    # mode and feedback, the score source) are not variant keys yet.
+    # feedback, the score recipe) are not variant keys: they act inside the decoder, after the shared part.
     def crop_features(self, crops: Tensor) -> decode.VisionFeatures:
-        """SAM3's vision backbone (ViT + FPN neck, geometry token) on SAM3-normalised crops ``[n, 3, h, w]``."""
+        """SAM3's vision backbone (ViT + FPN neck, geometry token) on SAM3-normalised windows ``[n, 3, h, w]``."""
         return decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size))
 
     def scores_from_features(self, vision: decode.VisionFeatures, crops: Tensor) -> Tensor:
-        """Per-prompt probabilities ``[n, Q, h, w]`` of the crops whose vision features are ``vision``."""
-        maps = torch.stack([self.crop_query_scores(vision, i) for i in range(crops.shape[0])])
-        return F.interpolate(maps, size=tuple(crops.shape[-2:]), mode="bilinear", align_corners=False)
+        """Score logits ``[n, Q, h, w]`` of the windows ``crops`` whose vision features are ``vision`` (sliding
+        window: each window's logits resized to the window)."""
+        logits = self.logits_from_features(vision, crops.shape[0])
+        return F.interpolate(logits, size=tuple(crops.shape[-2:]), mode="bilinear", align_corners=False)
+
+    def _whole_image_batches(self, images: Sequence[Tensor]) -> Iterator[Tensor]:
+        """Whole images resized to SAM3's input size, ``crop_batch_size`` at a time."""
+        for start in range(0, len(images), self.crop_batch_size):
+            yield torch.cat([decode.resize_for_sam3(img[None].to(self.run_device, self.run_dtype), self.image_size)
+                             for img in images[start:start + self.crop_batch_size]])
+
+    def image_scores(self, images: Sequence[Tensor]) -> List[Tensor]:
+        """Per-prompt score logits of each normalised image: at SAM3's mask resolution for whole images (resized
+        once, by :meth:`scores_at`), at the image's size with sliding windows (window logits averaged)."""
+        if self.slide_crop > 0:
+            return super().image_scores(images)
+        out: List[Tensor] = []
+        for crops in self._whole_image_batches(images):
+            with torch.no_grad():
+                out += [logits.float() for logits in self.crop_logits(crops)]
+        return out
+
+    def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Mapping[str, Any]]
+                              ) -> List[List[Tensor]]:
+        """:meth:`image_scores` per variant state, the vision backbone once per batch (whole images as in
+        :meth:`image_scores`: logits at SAM3's mask resolution)."""
+        if self.slide_crop > 0:
+            return super().image_scores_variants(images, states)
+        out: List[List[Tensor]] = []
+        for crops in self._whole_image_batches(images):
+            with torch.no_grad():
+                vision = decode.encode_vision(self.sam3, crops)
+                per_state = []
+                for state in states:
+                    with self.use_variant(state):
+                        per_state.append(self.logits_from_features(vision, crops.shape[0]).float())
+            out += [[logits[i] for logits in per_state] for i in range(crops.shape[0])]
+        return out
 
     def class_probabilities(self, scores: Tensor) -> Tensor:
-        """SAM3 scores are already per-prompt probabilities (independent sigmoids): max over synonyms only."""
-        return self.max_over_synonyms(scores)
+        """Score logits ``[Q, H, W]`` -> class probabilities ``[K, H, W]``: the max over synonyms, then sigmoid
+        (SAM3's prompts are independent: no softmax over them)."""
+        return self.max_over_synonyms(scores).sigmoid()
 
-    # -- SAM3 ----------------------------------------------------------------------------------------
-    def _decode(self, vision: decode.VisionFeatures, index: int, prompts: slice,
-                attend_fn: Optional[decode.AttendFn] = None, state: Optional[decode.EncoderState] = None):
-        """Scores ``[B, H, W]`` and presence ``[B]`` of ``prompts`` on crop ``index``, and the last layer's input.
+    # -- SAM3 ----------------------------------------------------------------------------------------------------
+    def crop_logits(self, crops: Tensor) -> Tensor:
+        """Score logits ``[n, Q, H, W]`` at SAM3's mask resolution of crops at SAM3's input size."""
+        return self.logits_from_features(decode.encode_vision(self.sam3, crops), crops.shape[0])
 
-        Without ``attend_fn`` the last encoder layer is transformers' own; with it, the re-implemented layer
-        with that attention (``state`` then gives the stored input of the layer).
-        """
-        text, mask = self.text_features[prompts], self.text_mask[prompts]
-        vis = vision.expand(index, text.shape[0])
-        text, mask = decode.prompt_features(vis, text, mask)  # + the crop's geometry token, as the reference
-        layer = self.sam3.detr_encoder.layers[-1]
-        if state is None:
-            state = decode.encode_to_last_layer(self.sam3, vis, text, mask)
-        if attend_fn is None:
-            encoded = decode.original_last_layer(layer, state, text)
-        else:
-            encoded = decode.last_layer_forward(layer, state, text, attend_fn)
-        out = decode.run_heads(self.sam3, encoded, state, vis, text, mask)
-        scores = decode.query_scores(out, self.score_source, self.both_reduce, self.presence_weighting)
-        return scores, out.presence_logits.float().sigmoid().flatten(), state
+    def logits_from_features(self, vision: decode.VisionFeatures, n: int) -> Tensor:
+        """Score logits ``[n, Q, H, W]`` at SAM3's mask resolution of the ``n`` crops whose features are ``vision``."""
+        return torch.stack([self.query_logits(vision, i) for i in range(n)])
 
-    def crop_query_scores(self, vision: decode.VisionFeatures, index: int) -> Tensor:
-        """Probability maps ``[Q, H, W]`` (SAM3's mask resolution) of all prompts on crop ``index``."""
-        keep_states = self.fsa and self.fsa_mode == "attention"
-        scores, presence, states = [], [], []
-        for start in range(0, self.num_queries, self.query_batch_size):
-            s, p, state = self._decode(vision, index, slice(start, start + self.query_batch_size))
-            scores.append(s)
-            presence.append(p)
-            if keep_states:
-                states.append(state)
-        scores, presence = torch.cat(scores), torch.cat(presence)
-        if not self.fsa:
-            return scores
+    def query_logits(self, vision: decode.VisionFeatures, index: int) -> Tensor:
+        """Score logits ``[Q, H, W]`` of every prompt on crop ``index``: the first pass, then FSA if on."""
+        first = self.first_pass(vision, index)
+        return self.fsa_pass(vision, index, first) if self.fsa else first.logits
+
+    def _prompts(self, vision: decode.VisionFeatures, index: int, prompts: Tensor
+                 ) -> Tuple[decode.VisionFeatures, Tensor, Tensor]:
+        """Crop ``index``'s features for the ``prompts`` (indices), and their prompt tokens (text + geometry)."""
+        vis = vision.expand(index, prompts.numel())
+        text, mask = decode.prompt_features(vis, self.text_features[prompts], self.text_mask[prompts])
+        return vis, text, mask
+
+    @property
+    def _keeps_hidden(self) -> bool:
+        return self.fsa and (self.fsa_mode == "attention" or self.feedback.isolation == "uniform")
+
+    def first_pass(self, vision: decode.VisionFeatures, index: int) -> FirstPass:
+        """SAM3 as its authors run it on crop ``index``, ``query_batch_size`` prompts at a time; with FSA on, also
+        the present prompts' feedback signal and hidden states at the placement's start."""
+        start_layer = self.placement.start(self.num_layers) if self.fsa else self.num_layers
         grid = vision.token_grid
-        a_fb = sam3_feedback_attention(token_grid_scores(scores, grid), presence, self.feedback)
-        if a_fb is None:
-            return scores
-        if self.fsa_mode == "output":
-            return propagate_scores(scores, a_fb, grid)
-        return self._rerun_adapted(vision, index, states, a_fb)
+        logits, presence, present, tokens, hidden = [], [], [], [], []
+        for start in range(0, self.num_queries, self.query_batch_size):
+            prompts = torch.arange(start, min(start + self.query_batch_size, self.num_queries),
+                                   device=self.run_device)
+            vis, text, mask = self._prompts(vision, index, prompts)
+            state = decode.run_encoder_layers(self.sam3, decode.encoder_input(self.sam3, vis, text, mask), text,
+                                              range(start_layer))
+            encoded = decode.run_encoder_layers(self.sam3, state, text, range(start_layer, self.num_layers)).hidden
+            out = decode.run_heads(self.sam3, encoded, state, vis, text, mask)
+            logits.append(score_logits(out, self.recipe))
+            batch_presence = out.presence_logits.float().flatten()
+            presence.append(batch_presence)
+            if not self.fsa:
+                continue
+            keep = batch_presence.sigmoid() >= self.feedback.presence_thd
+            present.append(prompts[keep])
+            tokens.append(token_log_odds(out.semantic_seg[keep, 0], batch_presence[keep], grid))
+            if self._keeps_hidden:
+                hidden.append(state.hidden[keep])
+        logits, presence = torch.cat(logits), torch.cat(presence)
+        if not self.fsa:
+            empty = torch.zeros(0, dtype=torch.long, device=logits.device)
+            return FirstPass(logits, presence, empty, logits.new_zeros(grid[0] * grid[1], 0))
+        return FirstPass(logits, presence, torch.cat(present), torch.cat(tokens, dim=1),
+                         torch.cat(hidden) if hidden else None)
 
-    def _rerun_adapted(self, vision: decode.VisionFeatures, index: int, states: List[decode.EncoderState],
-                       a_fb: Tensor) -> Tensor:
-        """Last encoder layer with ``(A_fb A0 + A0 A_fb + A_fb) V / 3`` (shared core), then the heads again."""
-        a_fb = a_fb.to(self.run_dtype)  # once, not in every product of the ensemble
+    def fsa_pass(self, vision: decode.VisionFeatures, index: int, first: FirstPass) -> Tensor:
+        """FSA on crop ``index`` after its first pass: ``A_fb`` of the present prompts, then their adapted maps
+        (:meth:`adapted_logits`). Nothing present: the first pass unchanged."""
+        if first.present.numel() == 0:
+            return first.logits
+        uniform = self.uniform_log_odds(vision, index, first) if self.feedback.isolation == "uniform" else None
+        columns = torch.arange(first.present.numel(), device=first.present.device)
+        a_fb = log_odds_feedback_attention(first.token_log_odds, columns, self.feedback, uniform)
+        return self.adapted_logits(vision, index, first, a_fb)
+
+    def _stored_state(self, vis: decode.VisionFeatures, text: Tensor, mask: Tensor, hidden: Tensor
+                      ) -> decode.EncoderState:
+        return replace(decode.encoder_input(self.sam3, vis, text, mask), hidden=hidden)
+
+    def uniform_log_odds(self, vision: decode.VisionFeatures, index: int, first: FirstPass) -> Tensor:
+        """``[N, K]``: the present prompts' token log-odds with uniform attention at the placement (isolation
+        ``uniform``); the semantic head only, with the first pass's presence."""
         out = []
-        start = 0
-        for state in states:
-            for sub in range(0, state.hidden.shape[0], self.fsa_batch_size):
-                part = slice(sub, sub + self.fsa_batch_size)
-                sub_state = decode.EncoderState(state.hidden[part], state.pos[part],
-                                                None if state.cross_mask is None else state.cross_mask[part],
-                                                state.spatial_shapes)
-                batch = sub_state.hidden.shape[0]
-                fb = a_fb.expand(batch, -1, -1)
+        for start in range(0, first.present.numel(), self.fsa_batch_size):
+            part = slice(start, start + self.fsa_batch_size)
+            prompts = first.present[part]
+            vis, text, mask = self._prompts(vision, index, prompts)
+            state = self._stored_state(vis, text, mask, first.hidden[part])
+            encoded = self.placement.uniform(self.sam3, state, text)
+            semantic = decode.semantic_logits(self.sam3, encoded, vis, text, mask)
+            out.append(token_log_odds(semantic, first.presence_logits[prompts], vision.token_grid))
+        return torch.cat(out, dim=1)
 
-                def attend_fn(a0: Tensor, v: Tensor, fb: Tensor = fb) -> Tensor:
-                    return fsa_core.ensemble_attend(fb, a0, v)
-
-                prompts = slice(start + sub, start + sub + batch)
-                scores, _, _ = self._decode(vision, index, prompts, attend_fn, sub_state)
-                out.append(scores)
-            start += state.hidden.shape[0]
-        return torch.cat(out)
+    def adapted_logits(self, vision: decode.VisionFeatures, index: int, first: FirstPass, a_fb: Tensor) -> Tensor:
+        """Every prompt's score logits ``[Q, H, W]`` with FSA given ``A_fb [1, N, N]``: the present prompts adapted
+        (re-run at the placement, or their logits propagated in ``output`` mode) and weighted by the first pass's
+        presence; the absent ones as in the first pass."""
+        logits = first.logits.clone()
+        if self.fsa_mode == "output":
+            logits[first.present] = propagate_logits(first.logits[first.present], a_fb, vision.token_grid)
+            return logits
+        a_fb = a_fb.to(self.run_dtype)  # once, not in every product of the ensemble
+        for start in range(0, first.present.numel(), self.fsa_batch_size):
+            part = slice(start, start + self.fsa_batch_size)
+            prompts = first.present[part]
+            vis, text, mask = self._prompts(vision, index, prompts)
+            state = self._stored_state(vis, text, mask, first.hidden[part])
+            encoded = self.placement.adapted(self.sam3, state, text, a_fb)
+            out = decode.run_heads(self.sam3, encoded, state, vis, text, mask)
+            out = replace(out, presence_logits=first.presence_logits[prompts, None])
+            logits[prompts] = score_logits(out, self.recipe)
+        return logits

@@ -126,8 +126,8 @@ def logit_from_log_prob(log_p: Tensor) -> Tensor:
 def score_logits(out, recipe: ScoreRecipe = ScoreRecipe()) -> Tensor:
     """Each prompt's score map as the logit of its probability, ``z = log(p / (1 - p))`` ``[B, H, W]`` (fp32).
 
-    This is what the segmentor should resize, once per image, to the image size (and then ``sigmoid`` it, or
-    not at all), for these reasons:
+    This is what the segmentor resizes, once per image, to the image size (its sigmoid then gives the class
+    probabilities), for these reasons:
 
     * exact at SAM3's mask resolution: ``sigmoid(z) = p``;
     * monotone in ``p``: the argmax over prompts, the max over a class's synonyms and a probability threshold
