@@ -181,10 +181,23 @@ def test_tools_test_variants_grid(tmp_path):
     assert line.startswith("error: model.slide_crop") and "use separate runs" in line
 
 
+# Variants of the SAM3 test below, and how many first passes of the decoder they need per crop: 0, 1, 2, 4, 7 and
+# 9 share one (same score recipe, placement start, presence threshold and stored states), 3 (no FSA) takes 0's
+# logits; 5, 6 and 8 need their own.
+SAM3_VARIANTS = [{}, {"prob_thd": 0.5}, {"area_thd": 0.3, "renormalize": True}, {"fsa": False},
+                 {"top_p": 0.3, "lamda": 2.0}, {"fsa_placement": "last_layer"}, {"fsa_mode": "output"},
+                 {"isolation": "uniform"}, {"score_source": "instances", "instance_thd": 0.0},
+                 {"fsa_strategies": "ensemble", "feedback_scale": 2.0}]
+SAM3_FIRST_PASSES = 4
+
+
 @pytest.mark.parametrize("slide_crop", [48, 0])
-def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thread, slide_crop):
+def test_sam3_variants_equal_models_built_with_them(tmp_path, one_thread, slide_crop):
     """SAM3 (tiny, random, FSA on), sliding windows and whole images (logits resized once): the vision backbone
-    is shared; the base class's keys vary on top of it."""
+    is shared by every variant, the decoder's first pass by the variants that need the same one; thresholds, the
+    score recipe and FSA's settings vary on top. Each variant equals a model built with its settings."""
+    from unittest import mock
+
     from fsa_seg.sam3 import SAM3SegModel
 
     names = tmp_path / "tiny.txt"
@@ -192,20 +205,28 @@ def test_sam3_threshold_variants_equal_models_built_with_them(tmp_path, one_thre
 
     def build(**kwargs):
         torch.manual_seed(0)
-        return SAM3SegModel(name_path=str(names), random_weights=True, device="cpu", fsa=True, presence_thd=0.0,
-                            slide_crop=slide_crop, slide_stride=32, crop_batch_size=2, **kwargs).eval()
+        settings = {"fsa": True, "presence_thd": 0.0, **kwargs}
+        return SAM3SegModel(name_path=str(names), random_weights=True, device="cpu", slide_crop=slide_crop,
+                            slide_stride=32, crop_batch_size=2, **settings).eval()
 
     model = build()
     images = list(torch.randn(2, 3, 48, 64, generator=torch.Generator().manual_seed(1)))
-    variants = [{}, {"prob_thd": 0.5}, {"area_thd": 0.3, "renormalize": True}]
-    out = model.predict_variants(images, None, variants)
-    for k, variant in enumerate(variants):
+    with mock.patch.object(SAM3SegModel, "first_pass", autospec=True, side_effect=SAM3SegModel.first_pass) as fp:
+        model.predict(images)
+        crops = fp.call_count
+        fp.reset_mock()
+        out = model.predict_variants(images, None, SAM3_VARIANTS)
+        assert fp.call_count == SAM3_FIRST_PASSES * crops  # not one per variant and crop
+    for k, variant in enumerate(SAM3_VARIANTS):
         expected = build(**variant).predict(images)
         for i in range(2):
             assert torch.equal(out[i][k].labels, expected[i].labels), (variant, i)
             assert torch.equal(out[i][k].probabilities, expected[i].probabilities), (variant, i)
-    assert not torch.equal(out[0][1].labels, out[0][0].labels) and \
-        not torch.equal(out[0][2].probabilities, out[0][0].probabilities)
-    with pytest.raises(VariantError, match="model.fsa cannot differ .* varies only area_thd, logit_scale, "
-                                           "prob_thd, renormalize .*use separate runs"):
-        model.variant_state({"fsa": False})
+    assert not torch.equal(out[0][1].labels, out[0][0].labels)
+    for k in range(2, len(SAM3_VARIANTS)):  # every variant changes the output
+        assert not torch.equal(out[0][k].probabilities, out[0][0].probabilities), SAM3_VARIANTS[k]
+    with pytest.raises(VariantError, match="model.slide_crop cannot differ .* varies only .*fsa_placement.* "
+                                           ".*use separate runs"):
+        model.variant_state({"slide_crop": 96})
+    with pytest.raises(ValueError, match="fsa_placement must be one of"):
+        model.variant_state({"fsa_placement": "decoder"})

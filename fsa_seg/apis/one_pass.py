@@ -2,7 +2,8 @@
 
 Runs whose configs differ only in model settings that act after the backbone (the model class's
 ``VARIANT_KEYS``: for the CLIP segmentor FSA on/off and its parameters, the base method among those that share
-the backbone, ProxyCLIP's beta/gamma, PAMR, the thresholds and the logit scale) are evaluated together
+the backbone, ProxyCLIP's beta/gamma, PAMR, the thresholds and the logit scale; for SAM3 the thresholds, the
+score recipe and FSA's settings) are evaluated together
 (:func:`fsa_seg.apis.evaluate.evaluate_runs`): per crop batch the backbone runs once and each setting its last
 block and post-processing, and each run's results land where, and as, its own evaluation writes them.
 

@@ -23,8 +23,8 @@ logits with ``A_fb`` (no re-run).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,15 @@ class FirstPass:
     hidden: Optional[Tensor] = None
 
 
+@dataclass
+class SharedCrops:
+    """A crop batch's part that the variants of one pass share: the vision features, and the first passes
+    computed so far (keyed by what a first pass depends on, :meth:`SAM3SegModel.first_pass_key`, and the crop)."""
+
+    vision: decode.VisionFeatures
+    first_passes: Dict[Tuple[Any, int], FirstPass] = field(default_factory=dict)
+
+
 class SAM3SegModel(OpenVocabModel):
     """SAM3 (+ FSA) as an open-vocabulary segmentation model.
 
@@ -86,6 +95,17 @@ class SAM3SegModel(OpenVocabModel):
     pixel_mean = SAM3_MEAN
     pixel_std = SAM3_STD
 
+    #: the settings that act after the vision backbone: the score recipe and FSA (:meth:`_set_decoder_settings`)
+    DECODER_KEYS: ClassVar[Tuple[str, ...]] = (
+        "score_source", "both_reduce", "instance_thd", "top_k", "instance_presence", "presence_weighting", "fsa",
+        "fsa_mode", "fsa_placement", "fsa_layers", "presence_thd", "isolation", "feedback_scale",
+        "isolation_scale", "top_p", "lamda", "fsa_strategies", "fsa_batch_size")
+    # Every variant shares the vision backbone (ViT, FPN neck, geometry token); variants with the same recipe
+    # and first-pass needs also share the first pass of the decoder (:class:`SharedCrops`).
+    VARIANT_KEYS = OpenVocabModel.VARIANT_KEYS | frozenset(DECODER_KEYS)
+    VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + (
+        "recipe", "feedback", "placement", "fsa", "fsa_mode", "fsa_batch_size")
+
     def __init__(self, name_path: str, checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
                  sam3_config: Optional[dict] = None, score_source: str = "both", both_reduce: str = "max",
                  instance_thd: float = 0.5, top_k: int = 0, instance_presence: bool = True,
@@ -97,27 +117,52 @@ class SAM3SegModel(OpenVocabModel):
                  slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
         super().__init__(name_path=name_path, slide_crop=slide_crop, slide_stride=slide_stride,
                          crop_batch_size=crop_batch_size, **kwargs)
-        if fsa_mode not in FSA_MODES:
-            raise ValueError(f"fsa_mode must be one of {FSA_MODES}, got '{fsa_mode}'")
-        if query_batch_size < 1 or fsa_batch_size < 1:
-            raise ValueError("query_batch_size and fsa_batch_size must be positive")
-        self.recipe = ScoreRecipe(source=score_source, reduce=both_reduce, instance_thd=float(instance_thd),
-                                  top_k=int(top_k), instance_presence=bool(instance_presence),
-                                  presence_weighting=bool(presence_weighting))
-        self.feedback = LogOddsFeedback(presence_thd=float(presence_thd), isolation=isolation,
-                                        scale=float(feedback_scale), isolation_scale=float(isolation_scale),
-                                        top_p=float(top_p), lamda=float(lamda), strategies=fsa_strategies)
+        if query_batch_size < 1:
+            raise ValueError("query_batch_size must be positive")
         self.query_batch_size = int(query_batch_size)
-        self.fsa = bool(fsa)
-        self.fsa_mode = fsa_mode
-        self.fsa_batch_size = int(fsa_batch_size)
+        decoder = dict(score_source=score_source, both_reduce=both_reduce, instance_thd=instance_thd, top_k=top_k,
+                       instance_presence=instance_presence, presence_weighting=presence_weighting, fsa=fsa,
+                       fsa_mode=fsa_mode, fsa_placement=fsa_placement, fsa_layers=fsa_layers,
+                       presence_thd=presence_thd, isolation=isolation, feedback_scale=feedback_scale,
+                       isolation_scale=isolation_scale, top_p=top_p, lamda=lamda, fsa_strategies=fsa_strategies,
+                       fsa_batch_size=fsa_batch_size)
+        # The placement needs the encoder's depth: checked with SAM3's (6 layers) before the model is built, so
+        # a bad value fails before the expensive build; set again with the built model's depth below.
+        self.num_layers = 6
+        self._set_decoder_settings(decoder)
 
         self.sam3 = build_sam3(checkpoint, random_weights, sam3_config, self.run_dtype).to(self.run_device)
         self.num_layers = len(self.sam3.detr_encoder.layers)
-        self.placement = Placement.build(fsa_placement, int(fsa_layers), self.num_layers)
+        self._set_decoder_settings(decoder)
         self.image_size = int(self.sam3.config.vision_config.backbone_config.image_size)
         self._tokenize = build_tokenizer(checkpoint, random_weights)
         self.encode_queries()
+
+    def _set_decoder_settings(self, settings: Mapping[str, Any]) -> None:
+        """The settings that act after the vision backbone (``DECODER_KEYS``: the score recipe and FSA), the
+        constructor's and each variant's (:meth:`apply_settings`)."""
+        s = {k: settings[k] for k in self.DECODER_KEYS}
+        if s["fsa_mode"] not in FSA_MODES:
+            raise ValueError(f"fsa_mode must be one of {FSA_MODES}, got '{s['fsa_mode']}'")
+        if s["fsa_batch_size"] < 1:
+            raise ValueError("fsa_batch_size must be positive")
+        self.recipe = ScoreRecipe(source=s["score_source"], reduce=s["both_reduce"],
+                                  instance_thd=float(s["instance_thd"]), top_k=int(s["top_k"]),
+                                  instance_presence=bool(s["instance_presence"]),
+                                  presence_weighting=bool(s["presence_weighting"]))
+        self.feedback = LogOddsFeedback(presence_thd=float(s["presence_thd"]), isolation=s["isolation"],
+                                        scale=float(s["feedback_scale"]), isolation_scale=float(s["isolation_scale"]),
+                                        top_p=float(s["top_p"]), lamda=float(s["lamda"]),
+                                        strategies=s["fsa_strategies"])
+        self.placement = Placement.build(s["fsa_placement"], int(s["fsa_layers"]), self.num_layers)
+        self.fsa = bool(s["fsa"])
+        self.fsa_mode = s["fsa_mode"]
+        self.fsa_batch_size = int(s["fsa_batch_size"])
+        self._settings = {**self._settings, **s}
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        super().apply_settings(settings)
+        self._set_decoder_settings(settings)
 
     def encode_queries(self) -> None:
         """Prompt features, computed once: every crop reuses them."""
@@ -136,14 +181,14 @@ class SAM3SegModel(OpenVocabModel):
     # crop_scores = scores_from_features(crop_features(crops), crops). The split lets one pass evaluate the base
     # class's variant keys (prob_thd, area_thd, renormalize) on one backbone run; SAM3's own settings (fsa, its
     # feedback, the score recipe) are not variant keys: they act inside the decoder, after the shared part.
-    def crop_features(self, crops: Tensor) -> decode.VisionFeatures:
+    def crop_features(self, crops: Tensor) -> SharedCrops:
         """SAM3's vision backbone (ViT + FPN neck, geometry token) on SAM3-normalised windows ``[n, 3, h, w]``."""
-        return decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size))
+        return SharedCrops(decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size)))
 
-    def scores_from_features(self, vision: decode.VisionFeatures, crops: Tensor) -> Tensor:
-        """Score logits ``[n, Q, h, w]`` of the windows ``crops`` whose vision features are ``vision`` (sliding
+    def scores_from_features(self, shared: SharedCrops, crops: Tensor) -> Tensor:
+        """Score logits ``[n, Q, h, w]`` of the windows ``crops`` whose shared part is ``shared`` (sliding
         window: each window's logits resized to the window)."""
-        logits = self.logits_from_features(vision, crops.shape[0])
+        logits = self.logits_from_features(shared.vision, crops.shape[0], shared.first_passes)
         return F.interpolate(logits, size=tuple(crops.shape[-2:]), mode="bilinear", align_corners=False)
 
     def _whole_image_batches(self, images: Sequence[Tensor]) -> Iterator[Tensor]:
@@ -172,11 +217,12 @@ class SAM3SegModel(OpenVocabModel):
         out: List[List[Tensor]] = []
         for crops in self._whole_image_batches(images):
             with torch.no_grad():
-                vision = decode.encode_vision(self.sam3, crops)
+                shared = SharedCrops(decode.encode_vision(self.sam3, crops))
                 per_state = []
                 for state in states:
                     with self.use_variant(state):
-                        per_state.append(self.logits_from_features(vision, crops.shape[0]).float())
+                        per_state.append(self.logits_from_features(shared.vision, crops.shape[0],
+                                                                   shared.first_passes).float())
             out += [[logits[i] for logits in per_state] for i in range(crops.shape[0])]
         return out
 
@@ -190,13 +236,34 @@ class SAM3SegModel(OpenVocabModel):
         """Score logits ``[n, Q, H, W]`` at SAM3's mask resolution of crops at SAM3's input size."""
         return self.logits_from_features(decode.encode_vision(self.sam3, crops), crops.shape[0])
 
-    def logits_from_features(self, vision: decode.VisionFeatures, n: int) -> Tensor:
-        """Score logits ``[n, Q, H, W]`` at SAM3's mask resolution of the ``n`` crops whose features are ``vision``."""
-        return torch.stack([self.query_logits(vision, i) for i in range(n)])
+    def logits_from_features(self, vision: decode.VisionFeatures, n: int,
+                             first_passes: Optional[Dict[Tuple[Any, int], FirstPass]] = None) -> Tensor:
+        """Score logits ``[n, Q, H, W]`` at SAM3's mask resolution of the ``n`` crops whose features are
+        ``vision``; ``first_passes`` (shared by the variants of one pass) keeps each crop's first pass for the
+        variants that need the same one."""
+        return torch.stack([self.query_logits(vision, i, first_passes) for i in range(n)])
 
-    def query_logits(self, vision: decode.VisionFeatures, index: int) -> Tensor:
-        """Score logits ``[Q, H, W]`` of every prompt on crop ``index``: the first pass, then FSA if on."""
-        first = self.first_pass(vision, index)
+    def first_pass_key(self) -> Tuple[Any, ...]:
+        """What the first pass depends on beyond the crop: the score recipe and, with FSA, where its hidden
+        states are kept, which prompts are present and whether the hidden states are needed."""
+        if not self.fsa:
+            return (self.recipe,)
+        return (self.recipe, self.placement.start(self.num_layers), self.feedback.presence_thd, self._keeps_hidden)
+
+    def query_logits(self, vision: decode.VisionFeatures, index: int,
+                     first_passes: Optional[Dict[Tuple[Any, int], FirstPass]] = None) -> Tensor:
+        """Score logits ``[Q, H, W]`` of every prompt on crop ``index``: the first pass (from ``first_passes``
+        when a variant of the same pass computed it; a variant without FSA also takes an FSA variant's), then FSA
+        if on."""
+        key = (self.first_pass_key(), index)
+        first = first_passes.get(key) if first_passes is not None else None
+        if first is None and first_passes and not self.fsa:
+            # without FSA only the logits are used: those of an FSA variant's first pass with the same recipe
+            first = next((fp for (k, i), fp in first_passes.items() if i == index and k[0] == self.recipe), None)
+        if first is None:
+            first = self.first_pass(vision, index)
+            if first_passes is not None:
+                first_passes[key] = first
         return self.fsa_pass(vision, index, first) if self.fsa else first.logits
 
     def _prompts(self, vision: decode.VisionFeatures, index: int, prompts: Tensor
