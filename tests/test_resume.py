@@ -23,6 +23,22 @@ CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 SIZES = [(48, 64), (40, 56), (48, 64), (56, 40), (48, 64), (44, 60), (48, 64), (52, 48)]
 
 
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> None:
+    """SIGKILL ``proc`` (started with ``stderr=PIPE``) as soon as ``ready()``; it must still be running then."""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
 def tiny_options(tmp_path: Path, data_root: Path) -> dict:
     names = tmp_path / "names.txt"
     names.write_text("background\ncat\naeroplane\n")
@@ -91,20 +107,8 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "test.py"), str(slow_cfg), "--work-dir", str(work),
                              "--cfg-options", *as_cli(options)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if records.is_file() and len(records.read_text().splitlines()) >= 2:  # one batch flushed
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # SIGKILL once one batch is flushed
+    kill_when(proc, lambda: records.is_file() and len(records.read_text().splitlines()) >= 2)
     assert not (work / "results.json").exists()
     done = len(load_records(str(work / "per_image")))
     assert 2 <= done < len(SIZES)
@@ -157,20 +161,8 @@ def test_one_pass_sigkill_then_resume_gives_the_clean_metrics(tmp_path):
     files = [work / n / "per_image" / "rank0.jsonl" for n in names]
     proc = subprocess.Popen(command(slow_cfg, work), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if all(f.is_file() and len(f.read_text().splitlines()) >= 2 for f in files):  # a batch in each
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    # SIGKILL once a batch is flushed in each variant's records
+    kill_when(proc, lambda: all(f.is_file() and len(f.read_text().splitlines()) >= 2 for f in files))
     assert not any((work / n / "results.json").exists() for n in names)
     lines = files[2].read_text().splitlines(keepends=True)
     files[2].write_text("".join(lines[:-1]))  # the last variant lost its last image

@@ -63,11 +63,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert Cityscapes gtFine *_labelIds.png to the 19-class *_labelTrainIds.png.',
         'Cityscapes root with leftImg8bit/ and gtFine/',
-        'output root (default: SRC); images are linked, masks written under it')
-    parser.add_argument('--splits', nargs='+', default=['val'],
-                        help='splits to convert (default: val; evaluation uses only val)')
-    parser.add_argument('--copy-images', action='store_true',
-                        help='copy images into OUT instead of symlinking them')
+        'output root (default: SRC); images are linked, masks written under it',
+        splits=['val'], copy_what='images')
     args = parser.parse_args(argv)
     src = require_dir(args.src, 'Cityscapes root (SRC)')
     out = args.out or src

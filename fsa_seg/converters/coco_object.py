@@ -39,14 +39,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert COCO-Stuff164k stuffthingmaps to COCO-Object masks (background + 80 things).',
         'COCO-Stuff164k root with images/<split>/ and annotations/<split>/ (raw maps)',
-        'output root (default: SRC; the config expects data/coco_object)')
-    parser.add_argument('--splits', nargs='+', default=['val2017'],
-                        help='splits to convert (default: val2017; evaluation uses only val)')
+        'output root (default: SRC; the config expects data/coco_object)',
+        splits=['val2017'], copy_what='images')
     parser.add_argument('--unlabeled', choices=('background', 'ignore'), default='background',
                         help='label of unlabeled (255) pixels: background 0 as released '
                              '(default), or ignore 255')
-    parser.add_argument('--copy-images', action='store_true',
-                        help='copy images into OUT instead of symlinking them')
     args = parser.parse_args(argv)
     src = require_dir(args.src, 'COCO-Stuff164k root (SRC)')
     out = args.out or src

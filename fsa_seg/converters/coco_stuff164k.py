@@ -33,11 +33,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert COCO-Stuff164k stuffthingmaps to 171-class trainId masks.',
         'COCO-Stuff164k root with images/<split>/ and annotations/<split>/ (raw maps)',
-        'output root (default: SRC); images are linked, masks written under it')
-    parser.add_argument('--splits', nargs='+', default=['val2017'],
-                        help='splits to convert (default: val2017; evaluation uses only val)')
-    parser.add_argument('--copy-images', action='store_true',
-                        help='copy images into OUT instead of symlinking them')
+        'output root (default: SRC); images are linked, masks written under it',
+        splits=['val2017'], copy_what='images')
     args = parser.parse_args(argv)
     src = require_dir(args.src, 'COCO-Stuff164k root (SRC)')
     out = args.out or src

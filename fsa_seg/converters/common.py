@@ -47,13 +47,22 @@ def require_file(path: str, what: str, hint: str = '') -> str:
     return path
 
 
-def base_parser(description: str, src_help: str, out_help: str) -> argparse.ArgumentParser:
-    """The common CLI: ``SRC [-o OUT] [--nproc N]``."""
+def base_parser(description: str, src_help: str, out_help: str, splits: Optional[Sequence[str]] = None,
+                split_choices: Optional[Sequence[str]] = None, copy_what: Optional[str] = None
+                ) -> argparse.ArgumentParser:
+    """The common CLI: ``SRC [-o OUT] [--nproc N]``; with ``splits`` (the default) also ``--splits``, with
+    ``copy_what`` (what is linked into OUT) also ``--copy-images``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', metavar='SRC', help=src_help)
     parser.add_argument('-o', '--out', metavar='OUT', default=None, help=out_help)
     parser.add_argument('--nproc', type=int, default=1,
                         help='worker processes for the conversion (default: 1)')
+    if splits is not None:
+        parser.add_argument('--splits', nargs='+', default=list(splits), choices=split_choices,
+                            help=f"splits to convert (default: {' '.join(splits)}; evaluation uses only val)")
+    if copy_what is not None:
+        parser.add_argument('--copy-images', action='store_true',
+                            help=f'copy {copy_what} into OUT instead of symlinking')
     return parser
 
 

@@ -109,14 +109,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert PASCAL-Context .mat labels to 60-class PNG masks with split files.',
         'VOCdevkit/VOC2010 folder (JPEGImages/, ImageSets/Main/)',
-        'output root (default: SRC); masks, split files and a JPEGImages link go there')
+        'output root (default: SRC); masks, split files and a JPEGImages link go there',
+        splits=['val'], split_choices=('train', 'val'), copy_what='JPEGImages')
     parser.add_argument('--mat-dir', default=None,
                         help="folder of PASCAL-Context <id>.mat files (trainval.tar.gz's "
                              'trainval/; default: SRC/trainval)')
-    parser.add_argument('--splits', nargs='+', default=['val'], choices=('train', 'val'),
-                        help='splits to convert (default: val; evaluation uses only val)')
-    parser.add_argument('--copy-images', action='store_true',
-                        help='copy JPEGImages into OUT instead of symlinking it')
     args = parser.parse_args(argv)
     require_scipy()
     src, img_dir, mat_dir = voc2010_inputs(args.src, args.mat_dir)

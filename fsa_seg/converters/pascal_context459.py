@@ -40,12 +40,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = base_parser(
         'Convert PASCAL-Context .mat labels to 459-class 16-bit TIFF masks (val split).',
         'VOCdevkit/VOC2010 folder (JPEGImages/, ImageSets/Main/)',
-        'output root (default: SRC); masks, the split file and a JPEGImages link go there')
+        'output root (default: SRC); masks, the split file and a JPEGImages link go there',
+        copy_what='JPEGImages')
     parser.add_argument('--mat-dir', default=None,
                         help="folder of PASCAL-Context <id>.mat files (trainval.tar.gz's trainval/; "
                              'default: SRC/trainval)')
-    parser.add_argument('--copy-images', action='store_true',
-                        help='copy JPEGImages into OUT instead of symlinking it')
     args = parser.parse_args(argv)
     require_scipy()
     src, img_dir, mat_dir = voc2010_inputs(args.src, args.mat_dir)
