@@ -23,6 +23,17 @@ CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 SIZES = [(48, 64), (40, 56), (48, 64), (56, 40), (48, 64), (44, 60), (48, 64), (52, 48)]
 
 
+def slow_config(tmp_path: Path) -> Path:
+    """CONFIG slowed down by a hook (0.6 s per batch), so that a run can be killed midway; hooks are not part of
+    what the records depend on."""
+    (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
+    slow_cfg = tmp_path / "slow_voc21.py"
+    slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
+                        "custom_imports = dict(imports=['fsa_seg.plugin', 'slow_hook'], allow_failed_imports=False)\n"
+                        "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
+    return slow_cfg
+
+
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> None:
     """SIGKILL ``proc`` (started with ``stderr=PIPE``) as soon as ``ready()``; it must still be running then."""
     try:
@@ -97,11 +108,7 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     assert len(load_records(str(tmp_path / "clean" / "per_image"))) == len(SIZES)
 
     # The same config, slowed down by a hook (hooks are not part of what the records depend on).
-    (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
-    slow_cfg = tmp_path / "slow_voc21.py"
-    slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
-                        "custom_imports = dict(imports=['fsa_seg.plugin', 'slow_hook'], allow_failed_imports=False)\n"
-                        "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
+    slow_cfg = slow_config(tmp_path)
     work = tmp_path / "killed"
     records = work / "per_image" / "rank0.jsonl"
     proc = subprocess.Popen([sys.executable, str(REPO / "tools" / "test.py"), str(slow_cfg), "--work-dir", str(work),
@@ -152,11 +159,7 @@ def test_one_pass_sigkill_then_resume_gives_the_clean_metrics(tmp_path):
     clean_results = [json.loads((tmp_path / "clean" / n / "results.json").read_text()) for n in names]
     assert len({json.dumps(r["metrics"]) for r in clean_results}) > 1  # the variants differ
 
-    (tmp_path / "slow_hook.py").write_text(SLOW_HOOK)
-    slow_cfg = tmp_path / "slow_voc21.py"
-    slow_cfg.write_text(f"_base_ = ['{CONFIG}']\n"
-                        "custom_imports = dict(imports=['fsa_seg.plugin', 'slow_hook'], allow_failed_imports=False)\n"
-                        "custom_hooks = [dict(type='SlowTestHook', seconds=0.6)]\n")
+    slow_cfg = slow_config(tmp_path)
     work = tmp_path / "killed"
     files = [work / n / "per_image" / "rank0.jsonl" for n in names]
     proc = subprocess.Popen(command(slow_cfg, work), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
