@@ -60,7 +60,7 @@ class VisionFeatures:
 
 @dataclass
 class EncoderState:
-    """Input of the last DETR-encoder layer, and what that layer needs besides it."""
+    """Input of a DETR-encoder layer (``hidden``), and what the layers need besides it."""
 
     hidden: Tensor            # [B, N, D]
     pos: Tensor               # [B, N, D] position encoding of the tokens

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from ..open_vocab import OpenVocabModel
 from . import decode
-from .feedback import LogOddsFeedback, log_odds_feedback_attention, propagate_logits, token_log_odds
+from .feedback import (LogOddsFeedback, log_odds_feedback_attention, present_prompts, propagate_logits,
+                       token_log_odds)
 from .loading import HUB_ID, build_sam3, build_tokenizer
 from .placement import Placement
 from .scores import ScoreRecipe, score_logits
@@ -115,20 +116,15 @@ class SAM3SegModel(OpenVocabModel):
                  isolation_scale: float = 1.0, top_p: float = 0.45, lamda: float = 3.0,
                  fsa_strategies: str = "both", fsa_batch_size: int = 4, slide_crop: int = 0,
                  slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
+        arguments = locals()
+        decoder = {key: arguments[key] for key in self.DECODER_KEYS}
         super().__init__(name_path=name_path, slide_crop=slide_crop, slide_stride=slide_stride,
                          crop_batch_size=crop_batch_size, **kwargs)
         if query_batch_size < 1:
             raise ValueError("query_batch_size must be positive")
         self.query_batch_size = int(query_batch_size)
-        decoder = dict(score_source=score_source, both_reduce=both_reduce, instance_thd=instance_thd, top_k=top_k,
-                       instance_presence=instance_presence, presence_weighting=presence_weighting, fsa=fsa,
-                       fsa_mode=fsa_mode, fsa_placement=fsa_placement, fsa_layers=fsa_layers,
-                       presence_thd=presence_thd, isolation=isolation, feedback_scale=feedback_scale,
-                       isolation_scale=isolation_scale, top_p=top_p, lamda=lamda, fsa_strategies=fsa_strategies,
-                       fsa_batch_size=fsa_batch_size)
-        # The placement needs the encoder's depth: checked with SAM3's (6 layers) before the model is built, so
-        # a bad value fails before the expensive build; set again with the built model's depth below.
-        self.num_layers = 6
+        # Checked before the expensive build (the encoder's depth not known yet), set again with it below.
+        self.num_layers = None
         self._set_decoder_settings(decoder)
 
         self.sam3 = build_sam3(checkpoint, random_weights, sam3_config, self.run_dtype).to(self.run_device)
@@ -178,9 +174,8 @@ class SAM3SegModel(OpenVocabModel):
         return torch.cat(chunks)
 
     # -- OpenVocabModel ------------------------------------------------------------------------------------------
-    # crop_scores = scores_from_features(crop_features(crops), crops). The split lets one pass evaluate the base
-    # class's variant keys (prob_thd, area_thd, renormalize) on one backbone run; SAM3's own settings (fsa, its
-    # feedback, the score recipe) are not variant keys: they act inside the decoder, after the shared part.
+    # crop_scores = scores_from_features(crop_features(crops), crops). The split lets one pass evaluate every
+    # VARIANT_KEYS setting (thresholds, score recipe, FSA) on one run of the vision backbone.
     def crop_features(self, crops: Tensor) -> SharedCrops:
         """SAM3's vision backbone (ViT + FPN neck, geometry token) on SAM3-normalised windows ``[n, 3, h, w]``."""
         return SharedCrops(decode.encode_vision(self.sam3, decode.resize_for_sam3(crops, self.image_size)))
@@ -296,7 +291,7 @@ class SAM3SegModel(OpenVocabModel):
             presence.append(batch_presence)
             if not self.fsa:
                 continue
-            keep = batch_presence.sigmoid() >= self.feedback.presence_thd
+            keep = present_prompts(batch_presence, self.feedback.presence_thd)
             present.append(prompts[keep])
             tokens.append(token_log_odds(out.semantic_seg[keep, 0], batch_presence[keep], grid))
             if self._keeps_hidden:

@@ -13,6 +13,7 @@ output.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from torch import Tensor
 from transformers import Sam3Model
@@ -32,11 +33,14 @@ class Placement:
     layers: int
 
     @classmethod
-    def build(cls, name: str, fsa_layers: int, num_layers: int) -> "Placement":
+    def build(cls, name: str, fsa_layers: int, num_layers: Optional[int]) -> "Placement":
+        """``num_layers``: the encoder's depth (``None``: not known yet, ``fsa_layers`` is only checked to be
+        positive)."""
         if name not in PLACEMENTS:
             raise ValueError(f"fsa_placement must be one of {PLACEMENTS}, got '{name}'")
-        if name == "last_k" and not 1 <= fsa_layers <= num_layers:
-            raise ValueError(f"fsa_layers must be in [1, {num_layers}] (the encoder's layers), got {fsa_layers}")
+        if name == "last_k" and not 1 <= fsa_layers <= (fsa_layers if num_layers is None else num_layers):
+            raise ValueError(f"fsa_layers must be in [1, {num_layers or 'the encoder depth'}] (the encoder's "
+                             f"layers), got {fsa_layers}")
         layers = {"last_layer": 1, "last_k": int(fsa_layers), "encoder_output": 0}[name]
         return cls(name, layers)
 
