@@ -95,6 +95,8 @@ class CLIPSegModel(OpenVocabModel):
         "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
         "uniform_scale", "pamr", "pamr_steps", "pamr_dilations"})
     VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + ("method", "base_method", "fsa", "pamr")
+    # PAMR refines the scores at the original size (refine_scores), after the crop scores
+    POST_SCORE_KEYS = OpenVocabModel.POST_SCORE_KEYS | frozenset({"pamr", "pamr_steps", "pamr_dilations"})
 
     def __init__(self, name_path: str, clip_model: str = "ViT-B-16", clip_pretrained: Optional[str] = "openai",
                  clip_checkpoint: Optional[str] = None, base_method: str = "proxyclip",

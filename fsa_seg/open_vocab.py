@@ -97,6 +97,9 @@ class OpenVocabModel(nn.Module):
     VARIANT_KEYS: ClassVar[FrozenSet[str]] = frozenset({"prob_thd", "area_thd", "renormalize", "logit_scale"})
     #: the attributes that hold what those arguments set up (swapped by :meth:`use_variant`)
     VARIANT_ATTRIBUTES: ClassVar[Tuple[str, ...]] = ("prob_thd", "area_thd", "renormalize", "logit_scale")
+    #: the variant keys that act only after the per-crop scores (:meth:`class_probabilities` onwards): variants
+    #: that differ only in these share one :meth:`scores_from_features` per crop batch
+    POST_SCORE_KEYS: ClassVar[FrozenSet[str]] = frozenset({"prob_thd", "area_thd", "renormalize", "logit_scale"})
 
     def __init__(self, name_path: str, prob_thd: float = 0.0, area_thd: Optional[float] = None,
                  renormalize: bool = False, logit_scale: float = 40.0, slide_crop: int = 336,
@@ -305,41 +308,60 @@ class OpenVocabModel(nn.Module):
         """``with model.variant(top_p=0.3): ...`` - the model with these settings changed, within the block."""
         return self.use_variant(self.variant_state(changes))
 
+    def scoring_groups(self, states: Sequence[Mapping[str, Any]]) -> Tuple[List[Mapping[str, Any]], List[int]]:
+        """The states whose crop scores differ (the first of each group of ``states`` that differ only in
+        ``POST_SCORE_KEYS``), and for each state the index of its group's scores."""
+        distinct: Dict[str, int] = {}
+        index = []
+        for state in states:
+            key = repr(sorted((k, v) for k, v in state["_settings"].items() if k not in self.POST_SCORE_KEYS))
+            index.append(distinct.setdefault(key, len(distinct)))
+        firsts = {group: k for k, group in reversed(list(enumerate(index)))}
+        return [states[firsts[group]] for group in range(len(distinct))], index
+
     def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Mapping[str, Any]]
                               ) -> List[List[Tensor]]:
         """:meth:`image_scores` of each variant state, per image: :meth:`crop_features` runs once per crop batch,
-        then each variant's :meth:`scores_from_features`, one after another."""
+        then :meth:`scores_from_features` once per group of states that differ only in ``POST_SCORE_KEYS``
+        (those states share the same tensors)."""
         def shared(crops: Tensor):
             crops = crops.to(self.run_device, self.run_dtype)
-            with torch.no_grad():
-                return self.crop_features(crops), crops
+            return self.crop_features(crops), crops
 
         def scorer(state):
             def score(shared_out) -> Tensor:
                 features, crops = shared_out
-                with torch.no_grad(), self.use_variant(state):
+                with self.use_variant(state):
                     return self.scores_from_features(features, crops)
             return score
 
-        scorers = [scorer(state) for state in states]
+        scoring, index = self.scoring_groups(states)
         out: List[List[Tensor]] = []
-        for group, crop, stride in self._window_groups(images):
-            out += slide_inference_shared(group, shared, scorers, self.num_queries, crop, stride,
-                                          pad_multiple=self.pad_multiple, crop_batch_size=self.crop_batch_size)
-        return out
+        with torch.no_grad():
+            for group, crop, stride in self._window_groups(images):
+                out += slide_inference_shared(group, shared, [scorer(state) for state in scoring], self.num_queries,
+                                              crop, stride, pad_multiple=self.pad_multiple,
+                                              crop_batch_size=self.crop_batch_size)
+        return [[per_image[g] for g in index] for per_image in out]
 
-    @torch.no_grad()
     def predict_variants(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]],
                          variants: Sequence[Mapping[str, Any]]) -> List[List[Prediction]]:
         """Per image, per variant, the :class:`Prediction` of a model built with the variant's settings (each a
         dict of ``VARIANT_KEYS`` arguments applied on top of this model's): ``out[i][k]`` for image ``i`` and
         ``variants[k]``.
 
-        Per crop batch the shared part (:meth:`crop_features`) runs once and each variant's
-        :meth:`scores_from_features` after it; memory grows with the number of variants K by the per-image sums
-        of K query score maps ``[Q, H, W]`` (and the K predictions), not by K backbone runs.
+        Per crop batch the shared part (:meth:`crop_features`) runs once and :meth:`scores_from_features` after it
+        once per variant (once per group of variants that differ only in ``POST_SCORE_KEYS``); memory grows with
+        the number of those groups by the per-image sums of their query score maps ``[Q, H, W]`` (and with the
+        number of variants K by the K predictions), not by K backbone runs.
         """
-        states = [self.variant_state(v) for v in variants]
+        return self.predict_states(images, sizes, [self.variant_state(v) for v in variants])
+
+    @torch.no_grad()
+    def predict_states(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]],
+                       states: Sequence[Mapping[str, Any]]) -> List[List[Prediction]]:
+        """:meth:`predict_variants` with the variants' states already built by :meth:`variant_state` (a segmentor
+        builds them once, not per batch)."""
         sizes = list(sizes) if sizes is not None else [tuple(img.shape[-2:]) for img in images]
         per_image = self.image_scores_variants(images, states)
         out: List[List[Prediction]] = []
@@ -348,6 +370,6 @@ class OpenVocabModel(nn.Module):
             for k, state in enumerate(states):
                 with self.use_variant(state):
                     preds.append(self.predict_scores(self.scores_at(scores[k], img, size)))
-                scores[k] = None  # free this variant's sums as soon as its prediction is made
+                scores[k] = None  # free this variant's sums once no other variant shares them
             out.append(preds)
         return out

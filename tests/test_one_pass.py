@@ -72,6 +72,34 @@ def test_variants_equal_models_built_with_them(case, one_thread):
         assert torch.equal(a.probabilities, b.probabilities) and torch.equal(a.labels, b.labels)
 
 
+def test_variants_that_differ_only_after_the_scores_share_them(one_thread):
+    """Thresholds, the logit scale and PAMR act after the crop scores: the last block and FSA run once for the
+    variants that differ only in those, and each variant still equals a model built with its settings."""
+    from unittest import mock
+
+    kwargs = dict(name_path="voc21", vfm="tiny-dino", base_method="proxyclip", slide_crop=48, slide_stride=24,
+                  **TINY)
+    torch.manual_seed(0)
+    model = CLIPSegModel(**kwargs).eval()
+    variants = [{}, {"prob_thd": 0.5, "logit_scale": 60.0}, {"top_p": 0.3}, {"pamr": True, "pamr_steps": 2},
+                {"top_p": 0.3, "area_thd": 0.2, "renormalize": True}]
+    states = [model.variant_state(v) for v in variants]
+    scoring, index = model.scoring_groups(states)
+    assert index == [0, 0, 1, 0, 1] and scoring[0] is states[0] and scoring[1] is states[2]
+    images = [torch.randn(3, 64, 80, generator=torch.Generator().manual_seed(1))]
+    with mock.patch.object(CLIPSegModel, "scores_from_features", autospec=True,
+                           side_effect=CLIPSegModel.scores_from_features) as scores:
+        model.predict(images)
+        batches = scores.call_count
+        scores.reset_mock()
+        out = model.predict_variants(images, None, variants)
+        assert scores.call_count == 2 * batches  # two groups, not five variants
+    for k, variant in enumerate(variants):
+        expected = built_like(model, {**kwargs, **variant}).predict(images)
+        assert torch.equal(out[0][k].labels, expected[0].labels), variant
+        assert torch.equal(out[0][k].probabilities, expected[0].probabilities), variant
+
+
 def test_variant_context_restores_the_model(one_thread):
     model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
     fsa, method = model.fsa, model.method

@@ -138,17 +138,18 @@ class OpenVocabSegmentor(BaseSegmentor):
 
     def __init__(self, data_preprocessor: Optional[dict] = None, init_cfg: Optional[dict] = None,
                  variants: Optional[Sequence[Mapping[str, Any]]] = None, **kwargs: Any) -> None:
+        variants = [dict(v) for v in variants or []]
+        # Each variant's model arguments, checked before the model is built (a bad one fails the build, not the
+        # first batch); their states are built once the model is there.
+        variant_changes = [self.variant_changes(kwargs, v) for v in variants]
         model = self.build_model(**kwargs)
         if data_preprocessor is None:
             data_preprocessor = dict(type=FSASegDataPreProcessor, mean=list(model.pixel_mean),
                                      std=list(model.pixel_std), bgr_to_rgb=True)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.model = model
-        self.variants: List[Dict[str, Any]] = [dict(v) for v in variants or []]
-        # Each variant's model arguments, checked now (a bad one fails the build, not the first batch).
-        self._variant_changes = [self.variant_changes(kwargs, v) for v in self.variants]
-        for changes in self._variant_changes:
-            model.variant_state(changes)
+        self.variants: List[Dict[str, Any]] = variants
+        self._variant_states = [model.variant_state(changes) for changes in variant_changes]
 
     def predict(self, inputs: Tensor, data_samples: Optional[list] = None):
         metas = ([s.metainfo for s in data_samples] if data_samples is not None else
@@ -156,7 +157,7 @@ class OpenVocabSegmentor(BaseSegmentor):
         images = [img[:, :meta["img_shape"][0], :meta["img_shape"][1]] for img, meta in zip(inputs, metas)]
         sizes = [tuple(meta["ori_shape"][:2]) for meta in metas]
         if self.variants:
-            per_image = self.model.predict_variants(images, sizes, self._variant_changes)
+            per_image = self.model.predict_states(images, sizes, self._variant_states)
         else:
             per_image = [[pred] for pred in self.model.predict(images, sizes)]
         if data_samples is None:

@@ -205,20 +205,22 @@ class SAM3SegModel(OpenVocabModel):
 
     def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Mapping[str, Any]]
                               ) -> List[List[Tensor]]:
-        """:meth:`image_scores` per variant state, the vision backbone once per batch (whole images as in
-        :meth:`image_scores`: logits at SAM3's mask resolution)."""
+        """:meth:`image_scores` per variant state, the vision backbone once per batch and the decoder once per
+        group of :meth:`scoring_groups` (whole images as in :meth:`image_scores`: logits at SAM3's mask
+        resolution)."""
         if self.slide_crop > 0:
             return super().image_scores_variants(images, states)
+        scoring, index = self.scoring_groups(states)
         out: List[List[Tensor]] = []
         for crops in self._whole_image_batches(images):
             with torch.no_grad():
                 shared = SharedCrops(decode.encode_vision(self.sam3, crops))
-                per_state = []
-                for state in states:
+                per_group = []
+                for state in scoring:
                     with self.use_variant(state):
-                        per_state.append(self.logits_from_features(shared.vision, crops.shape[0],
+                        per_group.append(self.logits_from_features(shared.vision, crops.shape[0],
                                                                    shared.first_passes).float())
-            out += [[logits[i] for logits in per_state] for i in range(crops.shape[0])]
+            out += [[per_group[g][i] for g in index] for i in range(crops.shape[0])]
         return out
 
     def class_probabilities(self, scores: Tensor) -> Tensor:
