@@ -117,9 +117,7 @@ def main() -> None:
            plain, ref)
 
     if args.hf_eps:
-        for module in model.vision_encoder.backbone.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.eps = 1e-6
+        use_reference_layer_norm_eps(model, eps=1e-6)
         report("ours with transformers' default ViT LayerNorm eps (1e-6) vs reference",
                decode.forward_prompts(model, pixels, ids, mask), ref)
 

@@ -27,6 +27,7 @@ from mmengine.config import Config, DictAction
 from ..benchmarks import REPO_ROOT, check_benchmarks
 from .config import ConfigKeyError, check_config_keys, check_options, load_config
 from .jobs import Job, JobResult
+from .one_pass import pass_variants, variant_grid
 
 Grid = List[Tuple[str, List[Any]]]
 
@@ -263,7 +264,7 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
     if not datasets:
         datasets = [own or "dataset"]
     keys = [k for k, _ in grid]
-    combos = [dict(zip(keys, values)) for values in itertools.product(*[v for _, v in grid])]
+    combos = variant_grid(grid)
     jobs = []
     for ds in datasets:
         if ds == own or ds == "dataset":
@@ -299,7 +300,6 @@ def plan_passes(jobs: Sequence[Job], grid: Grid, separate: bool = False) -> List
     separately, with the reason printed). ``separate``: one evaluation per job.
     """
     from ..open_vocab import VariantError
-    from .one_pass import pass_variants
 
     if separate or len(jobs) < 2:
         if separate:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Dict
 
-GB = 1e9
-
 
 def naive_fsa_bytes(n: int, c: int, heads: int, head_dim: int, elem: int = 4) -> Dict[str, int]:
     """Estimated peak extra bytes of ``naive_fsa`` (batch 1, head-shared ``a0`` ``[1, N, N]``).

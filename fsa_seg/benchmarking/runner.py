@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .. import env_info
 from . import estimates, flops, machine, memory, sam3_workloads, workloads
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
@@ -22,12 +22,9 @@ REPO_ROOT = PACKAGE_PARENT
 ALL_PARTS = ("whole", "whole_base", "base", "block_fsa", "fsa", "naive")
 DEFAULT_N = (441, 576, 1764, 4096)
 DEFAULT_C = (21, 46, 171)
-# The released FSA-ProxyCLIP (SAM proxy, VOC21's 46 queries, fp32, 2-core CPU), from issue 4.
-RELEASED_REFERENCE = {
-    "image_448x336_s": 97.0,
-    "fsa_step": {(1764, 171): (5.5, 4.6e9), (4096, 46): (31.0, 8.4e9)},
-    "base_last_block_s": {1764: 0.17, 4096: 1.2},
-}
+# The released FSA-ProxyCLIP end to end on one 448 x 336 image (SAM proxy, VOC21's 46 queries, fp32, 2-core
+# CPU), from issue 4.
+RELEASED_IMAGE_448X336_S = 97.0
 MB = 1e6
 
 
@@ -264,7 +261,7 @@ def ratios(results: List[Dict]) -> List[Dict]:
             row["fsa_added_whole"] = whole["median_s"] / whole_base["median_s"] - 1.0
         if base and block and whole_base:
             row["fsa_added_block"] = (block["median_s"] - base["median_s"]) / whole_base["median_s"]
-        if len(row) > 2 and any(v is not None for k, v in row.items() if k not in ("n", "c")):
+        if any(v is not None for k, v in row.items() if k not in ("n", "c")):
             rows.append(row)
     return rows
 
@@ -354,12 +351,12 @@ def markdown(report: Dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def grid_markdown(results: List[Dict], level: str = "##") -> List[str]:
+def grid_markdown(results: List[Dict]) -> List[str]:
     """The measurement table and the ratio table of the grid parts (markdown lines; none without grid rows)."""
     out: List[str] = []
     grid = [r for r in results if r.get("part") not in ("image", *sam3_workloads.SAM3_PARTS)]
     if grid:
-        out += [f"{level} Measurements\n",
+        out += ["## Measurements\n",
                 "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
                 "|---|---:|---:|---|---:|---:|---:|---:|---:|---|"]
         for r in grid:
@@ -378,7 +375,7 @@ def grid_markdown(results: List[Dict], level: str = "##") -> List[str]:
                        f"their timings are inflated (2 busy threads wait for each other).")
         rows = ratios(results)
         if rows:
-            out += [f"\n{level} Ratios\n",
+            out += ["\n## Ratios\n",
                     "FSA = `fsa` part (fsa_seg/fsa.py), naive = fsa_seg/naive_fsa.py (released formulation); "
                     "FSA share = FSA step / whole per-crop forward with FSA; FSA added (block) = (last block with "
                     "FSA - last block without) / whole forward without FSA; FSA added (whole) = the same from the "
@@ -397,12 +394,12 @@ def grid_markdown(results: List[Dict], level: str = "##") -> List[str]:
     return out
 
 
-def image_markdown(results: List[Dict], level: str = "##") -> List[str]:
+def image_markdown(results: List[Dict]) -> List[str]:
     """The per-image table (markdown lines; none without image rows)."""
     out: List[str] = []
     images = [r for r in results if r.get("part") == "image"]
     if images:
-        out += [f"\n{level} Per image (end to end)\n",
+        out += ["\n## Per image (end to end)\n",
                 "| image | size (W x H) | options | VFM | N | queries | crops | median s | min-max s | extra MB | "
                 "others | released (2-core CPU, fp32) |",
                 "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -411,7 +408,7 @@ def image_markdown(results: List[Dict], level: str = "##") -> List[str]:
                 out.append(f"| {r.get('image')} | - | {_options(r)} | - | - | - | - | - | - | - | - | "
                            f"{r['status']}: {r.get('reason')} |")
                 continue
-            released = (f"{RELEASED_REFERENCE['image_448x336_s']:.0f} s (SAM, 46 queries, 448x336)"
+            released = (f"{RELEASED_IMAGE_448X336_S:.0f} s (SAM, 46 queries, 448x336)"
                         if (r["width"], r["height"]) == (448, 336) else "-")
             others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
             out.append(f"| {r['image']} | {r['width']} x {r['height']} | {_options(r)} | {r.get('vfm')} | "
@@ -426,16 +423,7 @@ def _device_name(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({os.cpu_count()} logical CPUs)"
+    return f"{env_info.cpu_model()} ({os.cpu_count()} logical CPUs)"
 
 
 def run_benchmark(args, model_cfg: Dict, command: str) -> int:
@@ -470,7 +458,7 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
                             "peak RSS growth (VmHWM reset, allocator settled)"),
                 isolation="in-process" if args.in_process else "one subprocess per measurement",
                 date=time.strftime("%Y-%m-%d %H:%M:%S"), load_start=list(os.getloadavg()),
-                released_reference=dict(image_448x336_s=RELEASED_REFERENCE["image_448x336_s"]))
+                released_reference=dict(image_448x336_s=RELEASED_IMAGE_448X336_S))
     results = []
     print(f"{len(jobs)} measurement(s) on {meta['device_name']} ({ours_dtype}); work dir {args.work_dir}", flush=True)
     for job in jobs:

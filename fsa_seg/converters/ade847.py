@@ -30,7 +30,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from .common import (IGNORE16, base_parser, fail, list_files, make_lut, require_dir, run_tasks,
+from .common import (IGNORE16, apply_lut, base_parser, fail, list_files, make_lut, require_dir, run_tasks,
                      write_label16, write_split)
 
 IMG_DIR = osp.join('images_detectron2', 'validation')
@@ -146,9 +146,7 @@ def _prepare_one(task: tuple) -> None:
     name = osp.basename(image_path)
     os.makedirs(osp.join(out, IMG_DIR), exist_ok=True)
     Image.fromarray(img).save(osp.join(out, IMG_DIR, name))
-    label = np.full(classes.shape, IGNORE16, dtype=np.uint16)
-    inside = classes < len(lut)
-    label[inside] = lut[classes[inside]]
+    label = apply_lut(classes, lut, IGNORE16)
     write_label16(osp.join(out, MASK_DIR, name[:-len('.jpg')] + '.tif'), label)
 
 

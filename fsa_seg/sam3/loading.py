@@ -117,12 +117,12 @@ def load_pretrained(checkpoint: str, dtype: torch.dtype) -> Sam3Model:
 REFERENCE_VIT_LAYER_NORM_EPS = 1e-5
 
 
-def use_reference_layer_norm_eps(model: Sam3Model) -> Sam3Model:
-    """Set the ViT backbone's LayerNorm eps (config and modules) to the reference's, in place."""
-    model.config.vision_config.backbone_config.layer_norm_eps = REFERENCE_VIT_LAYER_NORM_EPS
+def use_reference_layer_norm_eps(model: Sam3Model, eps: float = REFERENCE_VIT_LAYER_NORM_EPS) -> Sam3Model:
+    """Set the ViT backbone's LayerNorm eps (config and modules) to the reference's (or ``eps``), in place."""
+    model.config.vision_config.backbone_config.layer_norm_eps = eps
     for module in model.vision_encoder.backbone.modules():
         if isinstance(module, torch.nn.LayerNorm):
-            module.eps = REFERENCE_VIT_LAYER_NORM_EPS
+            module.eps = eps
     return model
 
 
