@@ -55,40 +55,14 @@ def _empty_cuda_cache() -> None:
 
 def run_job(job: Job, rerun: bool = False, prefix: str = "") -> JobResult:
     """Evaluate one job (or reuse its finished result), never raising for a failed evaluation."""
-    prefix = prefix or job.label
-    previous = read_results(job.work_dir)
-    if previous is not None and not rerun and same_options(previous.get("cfg_options", {}), job.options):
-        result = JobResult(job, "done before", previous["metrics"], previous.get("seconds"))
-        print(f"{prefix} ... done before: mIoU {_fmt(result.miou)}", flush=True)
-        return result
-    print(f"{prefix} ...", flush=True)
-    start = time.time()
-    try:
-        try:  # a run cut short earlier resumes; a finished one with other options starts over
-            metrics = evaluate(job.config, job.options, job.work_dir, resume=previous is None)
-        except ValueError as err:
-            if not str(err).startswith("cannot resume"):
-                raise
-            print(f"{prefix}: {str(err).split(';')[0]}; starting over", flush=True)
-            metrics = evaluate(job.config, job.options, job.work_dir, resume=False)
-        result = JobResult(job, "ok", {k: float(v) for k, v in metrics.items()}, round(time.time() - start, 2))
-        print(f"{prefix} -> mIoU {_fmt(result.miou)} ({result.seconds:.1f} s)", flush=True)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # keep going; the result records why
-        message = (str(err).splitlines() or [""])[0][:300]
-        result = JobResult(job, f"failed: {type(err).__name__}: {message}")
-        print(f"{prefix} -> FAILED: {type(err).__name__}: {message}", file=sys.stderr, flush=True)
-    finally:
-        gc.collect()
-        _empty_cuda_cache()
-    return result
+    return run_pass([job], rerun, [prefix or job.label])[0]
 
 
 def run_pass(jobs: Sequence[Job], rerun: bool = False, prefixes: Optional[Sequence[str]] = None) -> List[JobResult]:
-    """Evaluate ``jobs`` together in one pass over the data (:func:`~.evaluate.evaluate_runs`), each into its
-    own work dir exactly as :func:`run_job` would; finished jobs are reused (not re-run), cut-short ones resume.
-    Never raises for a failed evaluation: then every job of the pass records the failure."""
+    """Evaluate ``jobs`` together in one pass over the data (:func:`~.evaluate.evaluate_runs`; one job left:
+    :func:`~.evaluate.evaluate`), each into its own work dir; finished jobs are reused (not re-run), cut-short ones
+    resume, finished ones with other options start over. Never raises for a failed evaluation: then every job of
+    the pass records the failure."""
     prefixes = list(prefixes or [job.label for job in jobs])
     results: List[Optional[JobResult]] = [None] * len(jobs)
     todo, resumes = [], []
@@ -100,37 +74,49 @@ def run_pass(jobs: Sequence[Job], rerun: bool = False, prefixes: Optional[Sequen
         else:
             todo.append(n)
             resumes.append(previous is None)
-    if len(todo) == 1:
-        n = todo[0]
-        results[n] = run_job(jobs[n], rerun=True, prefix=prefixes[n])
-    elif todo:
+    if not todo:
+        return results  # type: ignore[return-value]
+    single = len(todo) == 1
+    if single:
+        job = jobs[todo[0]]
+        label, how = prefixes[todo[0]], ""
+
+        def run(resume):
+            return [evaluate(job.config, job.options, job.work_dir, resume=resume)]
+        resume = resumes[0]
+    else:
         print(f"one pass over {len(todo)} settings (the backbone runs once per crop batch):", flush=True)
-        for n in todo:
-            print(f"{prefixes[n]} ...", flush=True)
+        label, how = "one pass", "one pass, "
         runs = [Run(jobs[n].config, jobs[n].options, jobs[n].work_dir) for n in todo]
-        start = time.time()
+
+        def run(resume):
+            return evaluate_runs(runs, resume=resume)
+        resume = resumes
+    for n in todo:
+        print(f"{prefixes[n]} ...", flush=True)
+    start = time.time()
+    try:
         try:
-            try:  # runs cut short earlier resume; finished ones with other options start over
-                metrics = evaluate_runs(runs, resume=resumes)
-            except ValueError as err:
-                if not str(err).startswith("cannot resume"):
-                    raise
-                print(f"one pass: {str(err).split(';')[0]}; starting over", flush=True)
-                metrics = evaluate_runs(runs, resume=False)
-            seconds = round(time.time() - start, 2)
-            for n, m in zip(todo, metrics):
-                results[n] = JobResult(jobs[n], "ok", {k: float(v) for k, v in m.items()}, seconds)
-                print(f"{prefixes[n]} -> mIoU {_fmt(results[n].miou)} (one pass, {seconds:.1f} s)", flush=True)
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:  # keep going; the results record why
-            message = (str(err).splitlines() or [""])[0][:300]
-            for n in todo:
-                results[n] = JobResult(jobs[n], f"failed: {type(err).__name__}: {message}")
-            print(f"one pass -> FAILED: {type(err).__name__}: {message}", file=sys.stderr, flush=True)
-        finally:
-            gc.collect()
-            _empty_cuda_cache()
+            metrics = run(resume)
+        except ValueError as err:
+            if not str(err).startswith("cannot resume"):
+                raise
+            print(f"{label}: {str(err).split(';')[0]}; starting over", flush=True)
+            metrics = run(False)
+        seconds = round(time.time() - start, 2)
+        for n, m in zip(todo, metrics):
+            results[n] = JobResult(jobs[n], "ok", {k: float(v) for k, v in m.items()}, seconds)
+            print(f"{prefixes[n]} -> mIoU {_fmt(results[n].miou)} ({how}{seconds:.1f} s)", flush=True)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # keep going; the results record why
+        message = (str(err).splitlines() or [""])[0][:300]
+        for n in todo:
+            results[n] = JobResult(jobs[n], f"failed: {type(err).__name__}: {message}")
+        print(f"{label} -> FAILED: {type(err).__name__}: {message}", file=sys.stderr, flush=True)
+    finally:
+        gc.collect()
+        _empty_cuda_cache()
     return results  # type: ignore[return-value]
 
 
