@@ -248,8 +248,11 @@ def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[boo
     start = time.time()
     record_dirs = _setup_records(cfg, cfgs, resumes, launcher)
     if all(resumes) and record_dirs:
-        finished = [_evaluate_records_only(run_cfg, dataset_cfg, record_dir)
-                    for run_cfg, record_dir in zip(cfgs, record_dirs)]
+        finished = []
+        for run_cfg, record_dir in zip(cfgs, record_dirs):  # up to the first run with images left
+            finished.append(_evaluate_records_only(run_cfg, dataset_cfg, record_dir))
+            if finished[-1] is None:
+                break
         if all(f is not None for f in finished):  # nothing left to evaluate (killed after the last image)
             out = []
             for run, run_cfg, (metrics, per_class, num_images) in zip(runs, cfgs, finished):
