@@ -82,8 +82,9 @@ def nvidia_smi_gpus() -> List[Dict[str, str]]:
     return gpus
 
 
-def nvidia_driver() -> Optional[str]:
-    """The NVIDIA kernel driver's version (``/proc/driver/nvidia/version``, else nvidia-smi), or None."""
+def nvidia_driver(gpus: Optional[List[Dict[str, str]]] = None) -> Optional[str]:
+    """The NVIDIA kernel driver's version (``/proc/driver/nvidia/version``, else nvidia-smi's, or that of ``gpus``
+    when the caller has :func:`nvidia_smi_gpus` already), or None."""
     try:
         with open(NVIDIA_PROC_VERSION) as f:
             match = re.search(r"Kernel Module.*?\s(\d+\.\d+(?:\.\d+)?)\s", f.read())
@@ -91,7 +92,7 @@ def nvidia_driver() -> Optional[str]:
             return match.group(1)
     except OSError:
         pass
-    gpus = nvidia_smi_gpus()
+    gpus = nvidia_smi_gpus() if gpus is None else gpus
     return gpus[0]["driver"] if gpus else None
 
 
@@ -140,9 +141,10 @@ def _arch_supported(capability: Tuple[int, int], arch_list: List[str]) -> bool:
     return not arch_list  # an empty list: torch cannot tell; do not warn
 
 
-def gpu_diagnosis() -> Optional[str]:
+def gpu_diagnosis(gpus: Optional[List[Dict[str, str]]] = None) -> Optional[str]:
     """A one-line warning when an NVIDIA GPU is present but this torch cannot use it (or has no kernels for
-    it): the reason and the fix. None when there is no NVIDIA GPU, or torch uses it."""
+    it): the reason and the fix. None when there is no NVIDIA GPU, or torch uses it. ``gpus``: the caller's
+    :func:`nvidia_smi_gpus`, so that nvidia-smi is not run again."""
     if not nvidia_gpu_present():
         return None
     try:
@@ -159,7 +161,7 @@ def gpu_diagnosis() -> Optional[str]:
                         "CUDA kernels cannot run; fix: another CUDA build (bash tools/install.sh --cuda cu126 covers "
                         "sm_50 to sm_90, cu130 sm_75 to sm_120; PyTorch's CUDA support matrix)")
         return None
-    driver = nvidia_driver()
+    driver = nvidia_driver(gpus)
     head = (f"an NVIDIA GPU is present (driver {driver or 'version unknown'}) but torch {torch.__version__} "
             "cannot use it, so everything runs on the CPU: ")
     cuda = torch.version.cuda
@@ -223,8 +225,8 @@ def collect_env() -> dict:
     spec = importlib.util.find_spec("fsa_seg")
     if spec is not None and spec.submodule_search_locations:
         versions["fsa_seg"] += f" ({list(spec.submodule_search_locations)[0]})"  # which checkout is imported
-    devices: dict = {"cuda_available": False, "cuda": [], "nvidia_driver": nvidia_driver(),
-                     "nvidia_smi": nvidia_smi_gpus()}
+    gpus = nvidia_smi_gpus()  # nvidia-smi once (up to 20 s), for the driver and the diagnosis too
+    devices: dict = {"cuda_available": False, "cuda": [], "nvidia_driver": nvidia_driver(gpus), "nvidia_smi": gpus}
     try:
         import torch
     except Exception as err:
@@ -245,7 +247,7 @@ def collect_env() -> dict:
     versions["mmcv_ops"] = mmcv_ops()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     devices["cpu"] = dict(model=cpu_model(), cores=os.cpu_count(), usable_cores=usable, torch_threads=threads)
-    return {"versions": versions, "devices": devices, "gpu_warning": gpu_diagnosis()}
+    return {"versions": versions, "devices": devices, "gpu_warning": gpu_diagnosis(gpus)}
 
 
 def format_env(env: dict) -> str:

@@ -104,6 +104,18 @@ def test_gpu_present_driver_too_old_for_the_cuda13_build(machine, source):
     assert env_info.collect_env()["gpu_warning"] == warning
 
 
+def test_collect_env_runs_nvidia_smi_once(machine, tmp_path):
+    """nvidia-smi can take seconds: the driver, the GPU list and the diagnosis share one run."""
+    calls = tmp_path / "calls"
+    script = tmp_path / "bin" / "nvidia-smi"
+    script.write_text(f'#!/bin/sh\necho run >> {calls}\necho "NVIDIA A100-SXM4-80GB, 535.104.05, 81920 MiB"\n')
+    script.chmod(0o755)
+    machine.torch("13.0", available=False)
+    env = env_info.collect_env()
+    assert env["devices"]["nvidia_driver"] == "535.104.05" and "driver 535.104.05" in env["gpu_warning"]
+    assert calls.read_text().splitlines() == ["run"]
+
+
 def test_driver_too_old_for_every_build(machine):
     machine.driver_file("470.82.01")
     machine.torch("13.0", available=False)
