@@ -31,13 +31,18 @@ def load_config(path: str, options: Optional[Mapping[str, Any]] = None, work_dir
     return cfg
 
 
-def model_option_names(cfg: Config) -> Set[str]:
-    """Keyword arguments the config's model accepts (``type`` included); empty when unknown."""
+def segmentor_class(model_cfg: Mapping[str, Any]):
+    """The registered segmentor class of a model config (``None`` if unknown)."""
     import fsa_seg.plugin  # noqa: F401  (registers the segmentors)
     from mmseg.registry import MODELS
 
-    model_type = cfg.model.get("type")
-    cls = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    model_type = model_cfg.get("type")
+    return MODELS.get(model_type) if isinstance(model_type, str) else model_type
+
+
+def model_option_names(cfg: Config) -> Set[str]:
+    """Keyword arguments the config's model accepts (``type`` included); empty when unknown."""
+    cls = segmentor_class(cfg.model)
     if cls is None:
         return set()
     if hasattr(cls, "option_names"):
@@ -63,15 +68,19 @@ def check_options(cfg: Config, options: Mapping[str, Any], flag: str = "--cfg-op
                                  f"known options: {sorted(accepted)}")
 
 
-def _lookup(node: Any, key: str) -> bool:
+_MISSING = object()
+
+
+def _node(node: Any, key: str) -> Any:
+    """The value at the dotted ``key`` (list items by index), or ``_MISSING``."""
     for part in key.split("."):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
-            return False
-    return True
+            return _MISSING
+    return node
 
 
 def check_config_keys(cfg: Config, keys: List[str], config: str, flag: str = "--grid") -> None:
@@ -81,20 +90,15 @@ def check_config_keys(cfg: Config, keys: List[str], config: str, flag: str = "--
     for key in keys:
         parts = key.split(".")
         if parts[0] == "model" and len(parts) >= 2:
-            try:
-                check_options(cfg, {"model." + parts[1]: None}, flag=flag)
-            except ConfigKeyError as err:
-                raise ConfigKeyError(str(err).replace(f"{flag} model.{parts[1]}:", f"{flag} {key}:")) from None
-        elif not _lookup(tree, key):
+            check_options(cfg, {key: None}, flag=flag)
+        elif _node(tree, key) is _MISSING:
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             siblings: List[str] = []
-            if parent and _lookup(tree, parent):
-                node: Any = tree
-                for part in parent.split("."):
-                    node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
+            if parent:
+                node = _node(tree, parent)
                 if isinstance(node, dict):
                     siblings = [f"{parent}.{k}" for k in node]
-            elif not parent:
+            else:
                 siblings = list(tree)
             close = difflib.get_close_matches(key, siblings, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -21,6 +21,7 @@ import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..open_vocab import VariantError
+from .config import segmentor_class
 from .evaluate import Run, evaluate_runs
 
 # Top-level config keys that the runner reads: equal in every run of a pass (model and work_dir may differ).
@@ -40,15 +41,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def segmentor_class(model_cfg: Mapping[str, Any]):
-    """The registered segmentor class of a model config (``None`` if unknown)."""
-    import fsa_seg.plugin  # noqa: F401  (registers the segmentors)
-    from mmseg.registry import MODELS
-
-    model_type = model_cfg.get("type")
-    return MODELS.get(model_type) if isinstance(model_type, str) else model_type
 
 
 def pass_variants(cfgs: Sequence[Any]) -> List[Dict[str, Any]]:
