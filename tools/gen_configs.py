@@ -299,12 +299,11 @@ def stale_files(expected: Dict[Path, str]) -> List[Path]:
     return out
 
 
-def differences(root: Path = REPO_ROOT) -> List[str]:
-    """Human-readable list of files that differ from the generator's output (empty when in sync)."""
-    expected = expected_files()
+def differences(expected: Dict[str, str]) -> List[str]:
+    """Human-readable list of files that differ from the generator's output ``expected`` (empty when in sync)."""
     out = []
     for rel, text in expected.items():
-        path = root / rel
+        path = REPO_ROOT / rel
         if not path.is_file():
             out.append(f"missing: {rel}")
         elif path.read_text(encoding="utf-8") != text:
@@ -335,10 +334,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when out of date")
     args = parser.parse_args(argv)
     if args.check:
-        diff = differences()
+        expected = expected_files()
+        diff = differences(expected)
         for line in diff:
             print(line)
-        print(f"{len(expected_files())} generated files, {len(diff)} out of date")
+        print(f"{len(expected)} generated files, {len(diff)} out of date")
         return 1 if diff else 0
     written, unchanged, removed = write_all()
     print(f"wrote {written}, unchanged {unchanged}, removed {removed} stale generated files")
