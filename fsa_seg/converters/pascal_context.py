@@ -20,6 +20,7 @@ Context60 evaluates 0..59; Context59 ignores 0 (``reduce_zero_label``).
 """
 from __future__ import annotations
 
+import argparse
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Set, Tuple
@@ -66,6 +67,16 @@ def read_mat_label(path: str) -> np.ndarray:
     return np.asarray(label)
 
 
+def voc2010_parser(description: str, out_help: str, **options) -> argparse.ArgumentParser:
+    """The CLI of the PASCAL-Context converters: ``SRC`` (VOC2010), ``--mat-dir`` and :func:`base_parser`'s."""
+    parser = base_parser(description, 'VOCdevkit/VOC2010 folder (JPEGImages/, ImageSets/Main/)', out_help,
+                         copy_what='JPEGImages', **options)
+    parser.add_argument('--mat-dir', default=None,
+                        help="folder of PASCAL-Context <id>.mat files (trainval.tar.gz's "
+                             'trainval/; default: SRC/trainval)')
+    return parser
+
+
 def voc2010_inputs(src: str, mat_dir: Optional[str]) -> Tuple[str, str, str]:
     """``(SRC, SRC/JPEGImages, the .mat folder)``, each checked to exist."""
     src = require_dir(src, 'VOC2010 folder (SRC)', 'VOCdevkit/VOC2010')
@@ -106,14 +117,10 @@ def require_scipy() -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = base_parser(
+    parser = voc2010_parser(
         'Convert PASCAL-Context .mat labels to 60-class PNG masks with split files.',
-        'VOCdevkit/VOC2010 folder (JPEGImages/, ImageSets/Main/)',
         'output root (default: SRC); masks, split files and a JPEGImages link go there',
-        splits=['val'], split_choices=('train', 'val'), copy_what='JPEGImages')
-    parser.add_argument('--mat-dir', default=None,
-                        help="folder of PASCAL-Context <id>.mat files (trainval.tar.gz's "
-                             'trainval/; default: SRC/trainval)')
+        splits=['val'], split_choices=('train', 'val'))
     args = parser.parse_args(argv)
     require_scipy()
     src, img_dir, mat_dir = voc2010_inputs(args.src, args.mat_dir)

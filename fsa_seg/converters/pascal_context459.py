@@ -23,9 +23,9 @@ from typing import List, Optional
 
 import numpy as np
 
-from .common import IGNORE16, base_parser, convert_labels, link_images, make_lut, write_split
+from .common import IGNORE16, convert_labels, link_images, make_lut, write_split
 from .pascal_context import (NUM_FULL_LABELS, SPLIT_DIR, mat_ids, read_mat_label, require_scipy, split_ids,
-                             voc2010_inputs)
+                             voc2010_inputs, voc2010_parser)
 
 MASK_DIR = osp.join('annotations_detectron2', 'pc459_val')
 
@@ -37,14 +37,9 @@ def context459_lut() -> np.ndarray:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    parser = base_parser(
+    parser = voc2010_parser(
         'Convert PASCAL-Context .mat labels to 459-class 16-bit TIFF masks (val split).',
-        'VOCdevkit/VOC2010 folder (JPEGImages/, ImageSets/Main/)',
-        'output root (default: SRC); masks, the split file and a JPEGImages link go there',
-        copy_what='JPEGImages')
-    parser.add_argument('--mat-dir', default=None,
-                        help="folder of PASCAL-Context <id>.mat files (trainval.tar.gz's trainval/; "
-                             'default: SRC/trainval)')
+        'output root (default: SRC); masks, the split file and a JPEGImages link go there')
     args = parser.parse_args(argv)
     require_scipy()
     src, img_dir, mat_dir = voc2010_inputs(args.src, args.mat_dir)
