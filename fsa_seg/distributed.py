@@ -11,13 +11,18 @@ Three things in mmengine 0.10.7 stand between ``--launcher pytorch`` and a worki
   requires a gradient (the segmentors freeze theirs): ``MMSeparateDistributedDataParallel`` instead moves
   such submodules to the device and wraps nothing (evaluation needs no gradient synchronisation).
 
+A fourth is the end of the run: a process that exits with its gloo group still open can abort in the group's
+destructor ("terminate called without an active exception", exit -6) after its work is done, failing the whole
+torchrun job. :func:`process_group_scope` closes the group that an evaluation opened.
+
 Pure: imports only the standard library at module level (torch inside the functions).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 # Backends that run without CUDA (torch.distributed): nccl needs CUDA devices.
 CPU_BACKENDS = ("gloo", "mpi")
@@ -71,3 +76,28 @@ def setup_distributed(cfg, launcher: str) -> None:
             kwargs["timeout"] = datetime.timedelta(seconds=kwargs["timeout"])
         torch_dist.init_process_group(backend=dist_cfg["backend"], rank=int(os.environ["RANK"]),
                                       world_size=int(os.environ["WORLD_SIZE"]), **kwargs)
+
+
+@contextlib.contextmanager
+def process_group_scope(launcher: str) -> Iterator[None]:
+    """Close the process group opened inside this block (by :func:`setup_distributed` or mmengine's runner).
+
+    On success every rank meets at a barrier first, so no rank tears its connections down while another still
+    uses them; after an error the group is destroyed without one (the other ranks may never arrive; torchrun
+    stops them). A group that was already open when the block began belongs to the caller and stays open.
+    """
+    if launcher == "none":
+        yield
+        return
+    import torch.distributed as torch_dist
+
+    opened_before = torch_dist.is_available() and torch_dist.is_initialized()
+    succeeded = False
+    try:
+        yield
+        succeeded = True
+    finally:
+        if not opened_before and torch_dist.is_available() and torch_dist.is_initialized():
+            if succeeded:
+                torch_dist.barrier()
+            torch_dist.destroy_process_group()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from datagen import write_voc
-from fsa_seg.distributed import EVAL_MODEL_WRAPPER, dist_backend, setup_distributed
+from fsa_seg.distributed import EVAL_MODEL_WRAPPER, dist_backend, process_group_scope, setup_distributed
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
@@ -55,6 +55,36 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _open_one_rank_group() -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                                         world_size=1)
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo unavailable")
+def test_process_group_scope_closes_only_the_group_it_saw_opened():
+    dist = torch.distributed
+    assert not dist.is_initialized()
+    with process_group_scope("pytorch"):  # opened inside (as setup_distributed does): closed at the end
+        _open_one_rank_group()
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="rank failed"):  # after an error too (no barrier: peers may be gone)
+        with process_group_scope("pytorch"):
+            _open_one_rank_group()
+            raise RuntimeError("rank failed")
+    assert not dist.is_initialized()
+    _open_one_rank_group()  # the caller's own group is left open
+    try:
+        with process_group_scope("pytorch"):
+            pass
+        assert dist.is_initialized()
+        with process_group_scope("none"):
+            pass
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def _can_run_torchrun() -> bool:

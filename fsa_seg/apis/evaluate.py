@@ -211,6 +211,14 @@ def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[boo
     :func:`evaluate` would write (``seconds``: the wall time of the whole pass). ``resume``: for all runs,
     or one flag per run; an image is skipped only when every run resumes and has it recorded.
     """
+    from ..distributed import process_group_scope
+
+    with process_group_scope(launcher):  # the group this evaluation opens is closed when it ends
+        return _evaluate_runs(runs, launcher, resume)
+
+
+def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Sequence[bool]]
+                   ) -> List[Dict[str, float]]:
     import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
     from mmengine.runner import Runner
 
