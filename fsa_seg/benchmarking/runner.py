@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .. import env_info
 from . import estimates, flops, machine, memory, sam3_workloads, workloads
@@ -98,16 +98,20 @@ def parse_ints(text: str) -> List[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
 
+def parse_choices(text: Optional[str], allowed: Sequence[str], what: str) -> List[str]:
+    """The comma list ``text`` (empty or ``None``: none), each item one of ``allowed`` (a one-line ``ValueError``
+    names the unknown ones and the choices)."""
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    unknown = sorted(set(items) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; choose from {list(allowed)}")
+    return items
+
+
 def plan_sam3(args) -> List[Dict]:
     """SAM3 measurements: each part for each query count, FSA parts for each variant and present-prompt count."""
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else []
-    unknown = sorted(set(parts) - set(sam3_workloads.SAM3_PARTS))
-    if unknown:
-        raise ValueError(f"unknown SAM3 part(s) {unknown}; choose from {list(sam3_workloads.SAM3_PARTS)}")
-    variants = [v.strip() for v in args.sam3_variants.split(",") if v.strip()]
-    bad = sorted(set(variants) - set(sam3_workloads.SAM3_VARIANTS))
-    if bad:
-        raise ValueError(f"unknown SAM3 variant(s) {bad}; choose from {list(sam3_workloads.SAM3_VARIANTS)}")
+    parts = parse_choices(args.parts, sam3_workloads.SAM3_PARTS, "SAM3 part")
+    variants = parse_choices(args.sam3_variants, sam3_workloads.SAM3_VARIANTS, "SAM3 variant")
     jobs: List[Dict] = []
     for c in args.c:
         for part in parts:
@@ -129,10 +133,7 @@ def plan(args, model_cfg: Dict) -> List[Dict]:
     if getattr(args, "sam3", None):
         return plan_sam3(args)
     crop = workloads.crop_size(model_cfg)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else []
-    unknown = sorted(set(parts) - set(ALL_PARTS))
-    if unknown:
-        raise ValueError(f"unknown part(s) {unknown}; choose from {list(ALL_PARTS)}")
+    parts = parse_choices(args.parts, ALL_PARTS, "part")
     pinned_vfm = (args.cfg_options or {}).get("model.vfm")
     heads, head_dim = workloads.clip_heads(model_cfg.get("clip_model", "ViT-B-16"))
     budget = args.mem_budget_bytes
@@ -224,8 +225,14 @@ def _fmt_ratio(x: Optional[float], pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.1f}x"
 
 
-def _options(r: Dict) -> str:
-    opts = r.get("cfg_options") or {}
+def _fmt_cores(r: Dict) -> str:
+    """The ``others`` column: cores used by other processes during the timed repeats."""
+    return "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
+
+
+def _options(r: Dict, key: str = "cfg_options") -> str:
+    """A row's options (``key``) as ``k=v`` words, ``-`` without any."""
+    opts = r.get(key) or {}
     return " ".join(f"{k}={v}" for k, v in opts.items()) or "-"
 
 
@@ -322,17 +329,14 @@ def sam3_markdown(rows: List[Dict]) -> List[str]:
             out.append(f"| {r['part']} | {r.get('variant') or '-'} | - | {r.get('c')} | {r.get('present') or '-'} | "
                        f"- | - | - | - | - | - | - | - | {r['status']}: {r.get('reason', '')} |")
             continue
-        opts = r.get("fsa_options")
-        opts_text = "-" if not opts else " ".join(f"{k}={v}" for k, v in opts.items())
         peak = r.get("added_peak_bytes")
         peak_text = "-" if peak is None else f"{peak / MB:+,.0f}"
-        others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
-        out.append(f"| {r['part']} | {r.get('variant') or '-'} | {opts_text} | {r.get('prompts')} | "
+        out.append(f"| {r['part']} | {r.get('variant') or '-'} | {_options(r, 'fsa_options')} | {r.get('prompts')} | "
                    f"{r.get('present', '-') if r['part'] != 'sam3_base' else '-'} | {_fmt_s(r['median_s'])} | "
                    f"{_fmt_s(r.get('cpu_s'))} | {_fmt_gflop(r.get('flops'))} | "
                    f"{_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_ratio(r.get('added_time'), True)} | "
                    f"{_fmt_ratio(r.get('added_cpu'), True)} | {_fmt_ratio(r.get('added_flops'), True)} | {peak_text} | "
-                   f"{others} |")
+                   f"{_fmt_cores(r)} |")
     return out
 
 
@@ -362,10 +366,9 @@ def grid_markdown(results: List[Dict]) -> List[str]:
         for r in grid:
             if r.get("status") == "ok":
                 spread = f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])}"
-                load = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | {_fmt_s(r['median_s'])} "
                            f"| {spread} | {_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_mb(r.get('estimate_bytes'))} "
-                           f"| {load} | |")
+                           f"| {_fmt_cores(r)} | |")
             else:
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | - | - | - | "
                            f"{_fmt_mb(r.get('estimate_bytes'))} | - | {r['status']}: {r.get('reason', '')} |")
@@ -410,11 +413,10 @@ def image_markdown(results: List[Dict]) -> List[str]:
                 continue
             released = (f"{RELEASED_IMAGE_448X336_S:.0f} s (SAM, 46 queries, 448x336)"
                         if (r["width"], r["height"]) == (448, 336) else "-")
-            others = "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
             out.append(f"| {r['image']} | {r['width']} x {r['height']} | {_options(r)} | {r.get('vfm')} | "
                        f"{r.get('n')} | {r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
                        f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_mb(r.get('extra_mem_bytes'))} | "
-                       f"{others} | {released} |")
+                       f"{_fmt_cores(r)} | {released} |")
     return out
 
 

@@ -71,7 +71,7 @@ def threshold_for(presence_logits, present: int) -> float:
 
 
 def setup(spec: Dict, model_cfg: Mapping[str, Any], class_file: Callable[[str, int], str],
-          sync: Callable) -> Tuple[Callable[[], object], Dict, object]:
+          synced: Callable) -> Tuple[Callable[[], object], Dict, object]:
     """``(fn, meta, device)`` of one SAM3 measurement ``spec`` (part, c, variant, present, sam3_size)."""
     import torch
 
@@ -121,16 +121,5 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any], class_file: Callable[[str, i
                            if overrides["fsa"] else None)
 
     if part == "sam3_step":
-        def fn():
-            with torch.no_grad():
-                out = model.fsa_pass(vision, 0, first)
-            sync(device)
-            return out
-    else:
-        def fn():
-            with torch.no_grad():
-                out = model.crop_logits(crop)
-            sync(device)
-            return out
-
-    return fn, meta, device
+        return synced(lambda: model.fsa_pass(vision, 0, first), device), meta, device
+    return synced(lambda: model.crop_logits(crop), device), meta, device

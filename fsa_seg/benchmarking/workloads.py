@@ -129,11 +129,19 @@ def build_model(model_cfg: Mapping[str, Any], overrides: Optional[Mapping[str, A
     return CLIPSegModel(**kwargs).eval()
 
 
-def _sync(device) -> None:
+def synced(call: Callable[[], object], device) -> Callable[[], object]:
+    """The timed function of a workload: ``call()`` without autograd, returning only once ``device`` has
+    finished (CUDA kernels run asynchronously: the clock must stop after them, not after their launch)."""
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    def fn():
+        with torch.no_grad():
+            out = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    return fn
 
 
 def setup(spec: Dict, model_cfg: Mapping[str, Any]) -> Tuple[Callable[[], object], Dict, object]:
@@ -144,7 +152,7 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any]) -> Tuple[Callable[[], object
 
     part = spec["part"]
     if part in sam3_workloads.SAM3_PARTS:
-        return sam3_workloads.setup(spec, model_cfg, class_file, _sync)
+        return sam3_workloads.setup(spec, model_cfg, class_file, synced)
     overrides = dict(spec.get("overrides") or {})
     if not spec.get("real_weights"):
         overrides["random_weights"] = True
@@ -163,13 +171,7 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any]) -> Tuple[Callable[[], object
             out, _ = model.last_block(model.crop_features(crops))
         meta.update(n=int(out.a0.shape[-1]), vfm=spec["vfm"], dtype=str(model.run_dtype).replace("torch.", ""))
 
-        def fn():
-            with torch.no_grad():
-                out = model.crop_scores(crops)
-            _sync(device)
-            return out
-
-        return fn, meta, device
+        return synced(lambda: model.crop_scores(crops), device), meta, device
     return _setup_block(spec, model_cfg, overrides, crop, meta)
 
 
@@ -208,18 +210,9 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
                 dtype=str(dtype).replace("torch.", ""), a0_shape=list(a0.shape))
     if part in ("base", "block_fsa"):
         model.fsa = fsa if part == "block_fsa" else None
-
-        def fn():
-            with torch.no_grad():
-                out = model.logits_from_features(features)
-            _sync(device)
-            return out
+        fn = synced(lambda: model.logits_from_features(features), device)
     elif part == "fsa":
-        def fn():
-            with torch.no_grad():
-                out = fsa(a0, v, head)
-            _sync(device)
-            return out
+        fn = synced(lambda: fsa(a0, v, head), device)
     elif part == "naive":
         a0_32, v_32 = a0.float(), v.float()
 
@@ -227,13 +220,8 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
             return head(t.to(dtype)).float()
 
         meta["dtype"] = "float32"
-
-        def fn():
-            with torch.no_grad():
-                out = naive_fsa(a0_32, v_32, head_32, top_p=params.top_p, lamda=params.lamda,
-                                base_scale=params.base_scale, uniform_scale=params.uniform_scale)
-            _sync(device)
-            return out
+        fn = synced(lambda: naive_fsa(a0_32, v_32, head_32, top_p=params.top_p, lamda=params.lamda,
+                                      base_scale=params.base_scale, uniform_scale=params.uniform_scale), device)
     else:
         raise ValueError(f"unknown part '{part}'")
     return fn, meta, device
@@ -310,10 +298,4 @@ def _setup_image(spec, model_cfg, overrides, meta):
                 queries=int(model.num_queries), crops=len(windows(h, w, window, stride)), n=n,
                 dtype=str(model.run_dtype).replace("torch.", ""))
 
-    def fn():
-        with torch.no_grad():
-            out = model.predict([model.normalise(pixels)])
-        _sync(device)
-        return out
-
-    return fn, meta, device
+    return synced(lambda: model.predict([model.normalise(pixels)]), device), meta, device
