@@ -213,3 +213,14 @@ def test_presence_threshold_for_k_present_prompts():
     for k in range(1, 5):
         assert int((logits.sigmoid() >= threshold_for(logits, k)).sum()) == k
     assert threshold_for(logits, 5) == 0.0 and threshold_for(logits, 0) == 1.0
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--parts', 'fsa,foo'], "unknown part(s) ['foo']; choose from ['whole', 'whole_base'"),
+    (['--sam3', '--parts', 'fsa'], "unknown SAM3 part(s) ['fsa']; choose from ['sam3_base'"),
+    (['--sam3', '--sam3-variants', 'last_layer,nope'], "unknown SAM3 variant(s) ['nope']; choose from ['config'"),
+])
+def test_unknown_names_are_a_one_line_usage_error(args, message):
+    done = run_tool('benchmark', *args, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"benchmark.py: error: {message}")

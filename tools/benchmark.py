@@ -49,7 +49,8 @@ import os
 import sys
 from typing import List, Optional
 
-from fsa_seg.benchmarking.runner import ALL_PARTS, DEFAULT_C, DEFAULT_N, parse_ints, render, run_benchmark
+from fsa_seg.benchmarking.runner import (ALL_PARTS, DEFAULT_C, DEFAULT_N, parse_choices, parse_ints, render,
+                                         run_benchmark)
 from fsa_seg.benchmarking.sam3_workloads import SAM3_PARTS, SAM3_SIZES, SAM3_VARIANTS
 from fsa_seg.benchmarks import REPO_ROOT
 
@@ -114,6 +115,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.c = args.c or list(DEFAULT_C)
     if args.parts is None:
         args.parts = "" if args.image else ",".join(ALL_PARTS)
+    try:  # unknown names: a one-line usage error before any model is built
+        if args.sam3:
+            parse_choices(args.parts, SAM3_PARTS, "SAM3 part")
+            parse_choices(args.sam3_variants, SAM3_VARIANTS, "SAM3 variant")
+        else:
+            parse_choices(args.parts, ALL_PARTS, "part")
+    except ValueError as err:
+        p.error(str(err))
     return args
 
 
