@@ -42,6 +42,11 @@ class OtherLoad:
         return max(0.0, ((busy - self._busy) - (own - self._own)) / (wall - self._wall))
 
 
+def format_cores(cores: Optional[float]) -> str:
+    """An :class:`OtherLoad` figure for a report (``-``: not measurable here)."""
+    return "-" if cores is None else f"{cores:.2f}"
+
+
 def wait_quiet(max_wait_s: float, max_cores: float = 0.15, window_s: float = 1.0,
                windows: int = 3) -> Tuple[bool, float]:
     """Wait (up to ``max_wait_s``) until other processes use < ``max_cores`` for ``windows`` windows in a row.

@@ -225,11 +225,6 @@ def _fmt_ratio(x: Optional[float], pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.1f}x"
 
 
-def _fmt_cores(r: Dict) -> str:
-    """The ``others`` column: cores used by other processes during the timed repeats."""
-    return "-" if r.get("other_cores") is None else f"{r['other_cores']:.2f}"
-
-
 def _options(r: Dict, key: str = "cfg_options") -> str:
     """A row's options (``key``) as ``k=v`` words, ``-`` without any."""
     opts = r.get(key) or {}
@@ -336,7 +331,7 @@ def sam3_markdown(rows: List[Dict]) -> List[str]:
                    f"{_fmt_s(r.get('cpu_s'))} | {_fmt_gflop(r.get('flops'))} | "
                    f"{_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_ratio(r.get('added_time'), True)} | "
                    f"{_fmt_ratio(r.get('added_cpu'), True)} | {_fmt_ratio(r.get('added_flops'), True)} | {peak_text} | "
-                   f"{_fmt_cores(r)} |")
+                   f"{machine.format_cores(r.get('other_cores'))} |")
     return out
 
 
@@ -368,7 +363,7 @@ def grid_markdown(results: List[Dict]) -> List[str]:
                 spread = f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])}"
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | {_fmt_s(r['median_s'])} "
                            f"| {spread} | {_fmt_mb(r.get('extra_mem_bytes'))} | {_fmt_mb(r.get('estimate_bytes'))} "
-                           f"| {_fmt_cores(r)} | |")
+                           f"| {machine.format_cores(r.get('other_cores'))} | |")
             else:
                 out.append(f"| {r['part']} | {r['n']} | {r['c']} | {r.get('vfm') or '-'} | - | - | - | "
                            f"{_fmt_mb(r.get('estimate_bytes'))} | - | {r['status']}: {r.get('reason', '')} |")
@@ -416,7 +411,7 @@ def image_markdown(results: List[Dict]) -> List[str]:
             out.append(f"| {r['image']} | {r['width']} x {r['height']} | {_options(r)} | {r.get('vfm')} | "
                        f"{r.get('n')} | {r.get('queries')} | {r.get('crops')} | {_fmt_s(r['median_s'])} | "
                        f"{_fmt_s(r['min_s'])}-{_fmt_s(r['max_s'])} | {_fmt_mb(r.get('extra_mem_bytes'))} | "
-                       f"{_fmt_cores(r)} | {released} |")
+                       f"{machine.format_cores(r.get('other_cores'))} | {released} |")
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
@@ -29,10 +30,6 @@ def grid_settings(grid: Sequence[Tuple[str, Sequence[Any]]]) -> List[Dict[str, A
 
     keys = [k for k, _ in grid]
     return [dict(zip(keys, values)) for values in itertools.product(*[v for _, v in grid])]
-
-
-def _cores(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def _same_values(a, b) -> bool:
@@ -88,7 +85,8 @@ def run_sweep_benchmark(model_cfg: Mapping[str, Any], work_dir: str, command: st
 
     def one_pass():
         preds, seconds, others = timed(lambda: model.predict_variants(normalised, None, settings))
-        print(f"  one pass:      {seconds:.1f} s (other processes used {_cores(others)} cores)", flush=True)
+        print(f"  one pass:      {seconds:.1f} s (other processes used {machine.format_cores(others)} cores)",
+              flush=True)
         return preds, dict(seconds=seconds, other_cores=others)
 
     def separate_runs():
@@ -104,7 +102,7 @@ def run_sweep_benchmark(model_cfg: Mapping[str, Any], work_dir: str, command: st
                 per_image[i].append(pred)
         total = sum(b["seconds"] for b in blocks)
         times = ", ".join(f"{b['seconds']:.1f}" for b in blocks)
-        others = ", ".join(_cores(b["other_cores"]) for b in blocks)
+        others = ", ".join(machine.format_cores(b["other_cores"]) for b in blocks)
         print(f"  separate runs: {total:.1f} s ({times}; other processes used {others} cores)", flush=True)
         return per_image, dict(seconds=total, per_setting=blocks)
 
@@ -123,8 +121,8 @@ def run_sweep_benchmark(model_cfg: Mapping[str, Any], work_dir: str, command: st
         rounds.append(dict(one_pass=one, separate=sep, order="one pass first" if r % 2 == 0 else
                            "separate runs first"))
         del a, b
-    one_pass_s = _median([r["one_pass"]["seconds"] for r in rounds])
-    separate_s = _median([r["separate"]["seconds"] for r in rounds])
+    one_pass_s = statistics.median([r["one_pass"]["seconds"] for r in rounds])
+    separate_s = statistics.median([r["separate"]["seconds"] for r in rounds])
     ratio = separate_s / one_pass_s
     report = dict(
         command=command, date=time.strftime("%Y-%m-%d %H:%M:%S"), device=str(model.run_device),
@@ -143,12 +141,6 @@ def run_sweep_benchmark(model_cfg: Mapping[str, Any], work_dir: str, command: st
           f"(separate / one pass); identical predictions: {identical}")
     print(f"written: {out / (name + '.json')}, {out / (name + '.md')}")
     return report
-
-
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def markdown(report: Mapping[str, Any]) -> str:
@@ -171,9 +163,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]
     for n, r in enumerate(report["rounds"], 1):
         one, sep = r["one_pass"], r["separate"]
-        lines.append(f"| {n} | one pass | {one['seconds']:.1f} | {_cores(one['other_cores'])} | |")
+        lines.append(f"| {n} | one pass | {one['seconds']:.1f} | {machine.format_cores(one['other_cores'])} | |")
         lines.append(f"| {n} | separate runs | {sep['seconds']:.1f} | | " + ", ".join(
-            f"{b['seconds']:.1f} ({_cores(b['other_cores'])})" for b in sep["per_setting"]) + " |")
+            f"{b['seconds']:.1f} ({machine.format_cores(b['other_cores'])})" for b in sep["per_setting"]) + " |")
     lines += ["", f"Ratio (separate / one pass{', medians' if report['repeats'] > 1 else ''}): "
                   f"**{report['ratio']:.2f}x** ({report['separate_s']:.1f} s / {report['one_pass_s']:.1f} s); "
                   f"identical predictions (labels and probabilities, every setting, image and round): "
