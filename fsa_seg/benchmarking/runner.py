@@ -70,7 +70,7 @@ def run_measurement(spec: Dict) -> Dict:
         others.append(probe.stop())
     result.update(summarise_times(times))
     # CPU seconds of this process (all its threads): less sensitive than wall time to other processes on the cores
-    result["cpu_s"] = sorted(cpu_times)[len(cpu_times) // 2] if cpu_times else None
+    result["cpu_s"] = _quantile(sorted(cpu_times), 0.5) if cpu_times else None
     known = [o for o in others if o is not None]
     result.update(other_cores_each=others, other_cores=(sum(known) / len(known) if known else None),
                   waited_quiet_s=round(waited, 1))
