@@ -146,6 +146,7 @@ def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
 
 
 # -- SAM3 ------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sam3_tiny_run_reports_time_memory_and_flops(tmp_path):
     done = run_tool('benchmark', '--sam3', 'tiny', '--c', '5', '--sam3-variants', 'encoder_output,last_layer,output',
                     '--sam3-present', '2', '--repeats', '1', '--warmup', '0', '--in-process', '--work-dir', tmp_path)

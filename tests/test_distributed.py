@@ -14,6 +14,7 @@ import torch
 
 from datagen import write_voc
 from fsa_seg.distributed import EVAL_MODEL_WRAPPER, dist_backend, process_group_scope, setup_distributed
+from tiny import as_cli, tiny_run_options
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
@@ -92,16 +93,11 @@ def _can_run_torchrun() -> bool:
             and find_spec("torch.distributed.run") is not None and shutil.which("bash") is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_run_torchrun(), reason="torch.distributed with gloo, torchrun or bash unavailable")
 def test_two_cpu_ranks_give_the_one_rank_metric_with_resume(tmp_path):
     write_voc(tmp_path / "voc", SIZES, seed=3)
-    names = tmp_path / "names.txt"
-    names.write_text("background\ncat\naeroplane\n")
-    options = ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
-               "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
-               f"test_dataloader.dataset.data_root={tmp_path / 'voc'}",
-               "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0",
-               "test_dataloader.batch_size=2"]
+    options = as_cli(tiny_run_options(tmp_path, tmp_path / "voc", **{"test_dataloader.batch_size": 2}))
     # One thread per process in every run: tiny random models give near-tied logits whose argmax follows
     # the reduction order, and the metrics are compared to the last bit. CUDA hidden: this is the CPU path.
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",

@@ -13,10 +13,10 @@ from fsa_seg.apis import evaluate, read_results
 from fsa_seg.benchmarks import BENCHMARKS, Benchmark, check_benchmarks, get_benchmark, register_benchmark
 from fsa_seg.last_block import LAST_BLOCKS, CLIPNativeBlock, qkv, register_last_block
 from fsa_seg.vfm import VFM_REGISTRY, ProxyFeatures, register_vfm
+from tiny import TINY_CLIP
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"model.clip_model": "tiny-ViT-16", "model.random_weights": True, "model.cache_text": False,
-        "model.templates": "single", "test_dataloader.num_workers": 0}
+TINY = {**{f"model.{key}": value for key, value in TINY_CLIP.items()}, "test_dataloader.num_workers": 0}
 
 
 # -- 1. a base method: its last block as a registered class ---------------------------------------------------

@@ -60,6 +60,7 @@ def _rows(report, compared):
     return [r for r in report["agreement"] if r["compared"] == compared]
 
 
+@pytest.mark.slow
 def test_dry_run_writes_the_report(dry):
     report, md = dry["report"], dry["md"]
     assert sorted(os.listdir(dry["out"])) == ["gpu_check.json", "gpu_check.md"]
@@ -191,6 +192,7 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_budget_stops_adding_measurements(tmp_path):
     done = run_tool("gpu_check", "--dry-run", "--budget-s", "0", "--out", tmp_path, env={"CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]

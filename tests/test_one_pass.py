@@ -13,11 +13,11 @@ from fsa_seg.clip_model import CLIPSegModel
 from fsa_seg.open_vocab import VariantError
 from fsa_seg.plugin import FSAProxySegmentation, FSASegmentor
 from fsa_seg.plugin.resume import load_records
+from tiny import TINY_CLIP, as_cli, tiny_run_options
 from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
-TINY = dict(clip_model="tiny-ViT-16", random_weights=True, cache_text=False, templates="single")
 
 # Every CLIP variant key appears in at least one variant of the two cases below.
 PROXY_VARIANTS = [{}, {"top_p": 0.3, "lamda": 2.0}, {"top_p": 1.0}, {"fsa": False, "prob_thd": 0.5},
@@ -46,10 +46,11 @@ CASES = {
 }
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_variants_equal_models_built_with_them(case, one_thread):
     kwargs, variants = CASES[case]
-    kwargs = {**kwargs, **TINY}
+    kwargs = {**kwargs, **TINY_CLIP}
     torch.manual_seed(0)
     model = CLIPSegModel(**kwargs).eval()
     g = torch.Generator().manual_seed(1)
@@ -72,13 +73,14 @@ def test_variants_equal_models_built_with_them(case, one_thread):
         assert torch.equal(a.probabilities, b.probabilities) and torch.equal(a.labels, b.labels)
 
 
+@pytest.mark.numerics
 def test_variants_that_differ_only_after_the_scores_share_them(one_thread):
     """Thresholds, the logit scale and PAMR act after the crop scores: the last block and FSA run once for the
     variants that differ only in those, and each variant still equals a model built with its settings."""
     from unittest import mock
 
     kwargs = dict(name_path="voc21", vfm="tiny-dino", base_method="proxyclip", slide_crop=48, slide_stride=24,
-                  **TINY)
+                  **TINY_CLIP)
     torch.manual_seed(0)
     model = CLIPSegModel(**kwargs).eval()
     variants = [{}, {"prob_thd": 0.5, "logit_scale": 60.0}, {"top_p": 0.3}, {"pamr": True, "pamr_steps": 2},
@@ -101,7 +103,7 @@ def test_variants_that_differ_only_after_the_scores_share_them(one_thread):
 
 
 def test_variant_context_restores_the_model(one_thread):
-    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     fsa, method = model.fsa, model.method
     with model.variant(fsa=False, prob_thd=0.7, base_method_cfg={"beta": 0.5}):
         assert model.fsa is None and model.prob_thd == 0.7 and model.method.beta == 0.5
@@ -120,17 +122,17 @@ def test_variant_context_restores_the_model(one_thread):
     ({"base_method": "nope"}, ["unknown base method"]),
 ])
 def test_keys_that_change_the_crops_or_the_backbone_are_refused(changes, words, one_thread):
-    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     with pytest.raises(VariantError) as err:
         model.variant_state(changes)
     assert all(w in str(err.value) for w in words) and "\n" not in str(err.value)
-    native = CLIPSegModel(name_path="voc21", vfm=None, base_method="sclip", **TINY)
+    native = CLIPSegModel(name_path="voc21", vfm=None, base_method="sclip", **TINY_CLIP)
     with pytest.raises(VariantError, match="needs the proxy"):
         native.variant_state({"base_method": "proxyclip"})
 
 
 def test_segmentor_maps_config_keys_and_checks_them(one_thread):
-    own = dict(name_path="voc21", vfm="tiny-dino", **TINY)
+    own = dict(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     assert FSASegmentor.variant_changes(own, {"top_p": 0.3, "fsa": True}) == {"top_p": 0.3}
     assert FSASegmentor.variant_changes(own, {"pamr_dilations": [8, 16]}) == {}  # the default, as a list
     released = dict(clip_type=None, model_type="tiny-ViT-16", vfm_model="tiny-dino", name_path="voc21",
@@ -158,13 +160,8 @@ def test_pass_variants_names_what_differs(tmp_path):
 
 # --- the evaluation API: one pass writes what separate runs write ------------------------------------------
 def tiny_options(tmp_path: Path, data_root: Path, **extra) -> dict:
-    names = tmp_path / "names.txt"
-    names.write_text("background\ncat\naeroplane\n")
-    return {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-dino", "model.random_weights": True,
-            "model.cache_text": False, "model.name_path": str(names), "model.slide_crop": 32,
-            "model.slide_stride": 16, "test_dataloader.dataset.data_root": str(data_root),
-            "test_dataloader.dataset.pipeline.1.scale": (64, 48), "test_dataloader.num_workers": 0,
-            "test_dataloader.batch_size": 2, **extra}
+    return tiny_run_options(tmp_path, data_root, **{"model.slide_crop": 32, "model.slide_stride": 16,
+                                                    "test_dataloader.batch_size": 2, **extra})
 
 
 def test_one_pass_writes_what_separate_runs_write(tmp_path, one_thread):
@@ -189,10 +186,11 @@ def test_one_pass_writes_what_separate_runs_write(tmp_path, one_thread):
     assert len({json.dumps(m) for m in metrics}) == len(variants)  # the settings gave different numbers
 
 
+@pytest.mark.slow
 def test_tools_test_variants_grid(tmp_path):
     write_voc(tmp_path / "voc", [(40, 56)])
     options = tiny_options(tmp_path, tmp_path / "voc")
-    cli = [f"{k}={'(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else v}" for k, v in options.items()]
+    cli = as_cli(options)
     done = run_tool("test", CONFIG, "--work-dir", tmp_path / "w", "--variants", "model.top_p=0.3,0.6",
                     "--variants", "model.lamda=2", "--cfg-options", *cli)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -219,6 +217,7 @@ SAM3_VARIANTS = [{}, {"prob_thd": 0.5}, {"area_thd": 0.3, "renormalize": True}, 
 SAM3_FIRST_PASSES = 4
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("slide_crop", [48, 0])
 def test_sam3_variants_equal_models_built_with_them(tmp_path, one_thread, slide_crop):
     """SAM3 (tiny, random, FSA on), sliding windows and whole images (logits resized once): the vision backbone

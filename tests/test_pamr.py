@@ -40,6 +40,7 @@ def naive_pamr(image, scores, steps, dilations):
     return scores
 
 
+@pytest.mark.numerics
 def test_matches_pixelwise_transcription():
     g = torch.Generator().manual_seed(0)
     image = torch.rand(2, 3, 7, 9, generator=g, dtype=torch.float64)
@@ -63,6 +64,7 @@ def test_refines_towards_image_edges_and_stays_in_range():
     assert wrong_after < wrong_before and wrong_after == 0
 
 
+@pytest.mark.numerics
 def test_constant_image_averages_the_neighbours_and_chunking_is_exact():
     scores = torch.randn(1, 5, 6, 7, generator=torch.Generator().manual_seed(2))
     flat = torch.full((1, 3, 6, 7), 0.5)

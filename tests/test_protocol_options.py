@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from fsa_seg.clip_model import CLIPSegModel
 from fsa_seg.open_vocab import suppress_small_classes
 from fsa_seg.plugin import FSAProxySegmentation
+from tiny import TINY_CLIP
 
-TINY = dict(clip_model="tiny-ViT-16", random_weights=True, cache_text=False, templates="single")
 
 
 def sclip_area_threshold(probs: torch.Tensor, area_thd: float) -> torch.Tensor:
@@ -52,7 +52,7 @@ def test_area_threshold_on_a_hand_built_map():
 
 def test_area_threshold_and_renormalisation_in_the_prediction():
     torch.manual_seed(0)
-    kwargs = dict(name_path="voc21", vfm=None, base_method="sclip", fsa=False, slide_crop=0, **TINY)
+    kwargs = dict(name_path="voc21", vfm=None, base_method="sclip", fsa=False, slide_crop=0, **TINY_CLIP)
     plain = CLIPSegModel(**kwargs)
     with_area = CLIPSegModel(area_thd=0.1, **kwargs)
     renorm = CLIPSegModel(renormalize=True, **kwargs)
@@ -74,7 +74,7 @@ def test_naclip_whole_image_floors_the_patch_grid():
     """NACLIP's released whole-image path: the 16-pixel patch embedding of a 336 x 449 image gives a 21 x 28 grid
     (the last 1 column of pixels is dropped), and the logits are stretched back over the 336 x 449 image."""
     torch.manual_seed(0)
-    kwargs = dict(name_path="voc20", vfm=None, base_method="naclip", fsa=False, slide_crop=0, **TINY)
+    kwargs = dict(name_path="voc20", vfm=None, base_method="naclip", fsa=False, slide_crop=0, **TINY_CLIP)
     floor = CLIPSegModel(patch_fit="floor", **kwargs)
     pad = CLIPSegModel(patch_fit="pad", **kwargs)
     pad.load_state_dict(floor.state_dict())
@@ -98,5 +98,5 @@ def test_released_alias_without_a_proxy_ignores_fsa():
                                          FSA=True, random_weights=True, cache_text=False, templates="single")
     assert segmentor.model.base_method == "vanilla" and segmentor.model.fsa is None
     # ours keeps FSA on vanilla CLIP when asked
-    model = CLIPSegModel(name_path="voc20", base_method="vanilla", vfm=None, fsa=True, **TINY)
+    model = CLIPSegModel(name_path="voc20", base_method="vanilla", vfm=None, fsa=True, **TINY_CLIP)
     assert model.fsa is not None

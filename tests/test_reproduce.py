@@ -6,24 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from mmengine.config import DictAction
-
 from datagen import write_voc
 from fsa_seg.apis.paper_table import reproduce_table
 from fsa_seg.benchmarks import BENCHMARKS
 from fsa_seg.experiments import find_config
 from fsa_seg.published_results import PUBLISHED, cell, find_entry, load_published
+from tiny import tiny_run_options
 from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_cli(tmp_path: Path) -> list:
-    names = tmp_path / "names.txt"
-    names.write_text("background\ncat\naeroplane\n")
-    return ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
-            "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
-            "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0"]
 
 
 def published_file(tmp_path: Path) -> Path:
@@ -45,7 +36,7 @@ def read_table(path: Path) -> dict:
 def test_runs_base_and_fsa_and_compares_with_published(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
     work = tmp_path / "rep"
-    options = {k: DictAction._parse_iterable(v) for k, v in (item.split("=", 1) for item in tiny_cli(tmp_path))}
+    options = tiny_run_options(tmp_path)
 
     def run():
         return reproduce_table("proxyclip", "sam", "ViT-B-16", ["voc21"], str(work), options,

@@ -17,6 +17,7 @@ from fsa_seg.apis.evaluate import setup_resume
 from fsa_seg.plugin.evaluation import PerClassIoUMetric
 from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
                                    record_file)
+from tiny import tiny_run_options
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
@@ -51,13 +52,7 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> None:
 
 
 def tiny_options(tmp_path: Path, data_root: Path) -> dict:
-    names = tmp_path / "names.txt"
-    names.write_text("background\ncat\naeroplane\n")
-    return {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-dino", "model.random_weights": True,
-            "model.cache_text": False, "model.name_path": str(names), "model.slide_crop": 0,
-            "test_dataloader.dataset.data_root": str(data_root),
-            "test_dataloader.dataset.pipeline.1.scale": (64, 48),
-            "test_dataloader.num_workers": 0, "test_dataloader.batch_size": 2}
+    return tiny_run_options(tmp_path, data_root, **{"test_dataloader.batch_size": 2})
 
 
 def as_cli(options: dict) -> list:
@@ -87,6 +82,7 @@ class SlowTestHook(Hook):
 '''
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     write_voc(tmp_path / "voc", SIZES, seed=3)
     options = tiny_options(tmp_path, tmp_path / "voc")
@@ -139,6 +135,7 @@ def test_sigkill_then_resume_gives_the_clean_metric(tmp_path):
     assert {k: float(v) for k, v in again.items()} == clean_result["metrics"]
 
 
+@pytest.mark.slow
 def test_one_pass_sigkill_then_resume_gives_the_clean_metrics(tmp_path):
     """tools/test.py --variants killed midway, one variant's last batch missing (a kill between two metrics'
     flushes): --resume evaluates only the images some variant lacks, and every variant ends as a clean run."""

@@ -15,7 +15,7 @@ from fsa_seg.sam3.feedback import (LogOddsFeedback, log_odds_feedback_attention,
 from fsa_seg.sam3.loading import build_sam3, build_tokenizer
 from sam3_transcriptions import materialised_eq8, row_stochastic, transcribed_layer
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 
 
 # -- the ensemble without A0 -----------------------------------------------------------------------------------

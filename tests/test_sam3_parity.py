@@ -17,7 +17,7 @@ from transformers import Sam3Config, Sam3Model  # noqa: E402
 from fsa_seg.sam3 import decode, official  # noqa: E402
 from fsa_seg.sam3.loading import build_tokenizer, tiny_sam3_config, use_reference_layer_norm_eps  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 
 PROMPTS = ["cat", "a red car", "sky"]
 REL_TOL = 1e-5  # fp32: max |ours - reference| / max |reference|

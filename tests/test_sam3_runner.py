@@ -73,6 +73,7 @@ def test_runner_test_loop(config, extra, voc_root, names_file, tmp_path):
     assert model["fsa"] == ("fsa_" in os.path.basename(config))
 
 
+@pytest.mark.numerics
 def test_one_pass_with_and_without_fsa_equals_separate_runs(voc_root, names_file, tmp_path):
     """Frozen SAM3 and SAM3 + FSA in one pass over the data (the README's command): the metrics and results.json
     of each equal a separate run's."""

@@ -15,7 +15,7 @@ from fsa_seg.sam3.decode import HeadOutputs
 from fsa_seg.sam3.loading import build_sam3, build_tokenizer, randomize_parameters_
 from fsa_seg.sam3.scores import ScoreRecipe
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]
 
 
 def logit(p: float) -> float:

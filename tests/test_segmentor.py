@@ -12,17 +12,16 @@ from fsa_seg.apis import evaluate
 from fsa_seg.clip_model import CLIPSegModel
 from fsa_seg.naive_fsa import naive_fsa
 from fsa_seg.plugin import FSAProxySegmentation, FSASegmentor
+from tiny import TINY_CLIP
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VOC = REPO.parent / "shared" / "data" / "voc_mini"
-TINY = dict(clip_model="tiny-ViT-16", random_weights=True, cache_text=False, templates="single")
 
 
 def tiny_options(data_root, **extra):
-    opts = {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-sam", "model.random_weights": True,
-            "model.cache_text": False, "model.templates": "single", "test_dataloader.dataset.data_root": str(data_root)}
-    opts.update(extra)
-    return opts
+    # the dataset's own class names and image scale: a check of the whole VOC21 path
+    return {**{f"model.{key}": value for key, value in TINY_CLIP.items()},
+            "model.vfm": "tiny-sam", "test_dataloader.dataset.data_root": str(data_root), **extra}
 
 
 # --- the ProxyCLIP last block, transcribed from the paper / released code --------------------------------
@@ -58,12 +57,15 @@ def naive_proxyclip(clip, x, grid, proxy, text, beta=1.2, gamma=3.0):
     return a0, v, head, logits
 
 
-@pytest.mark.parametrize("use_fsa", [False, True])
-def test_proxyclip_block_matches_transcription_at_vit_b16_shape(use_fsa):
+@pytest.mark.numerics
+@pytest.mark.parametrize("clip_model, use_fsa", [
+    ("tiny-ViT-16", False),
+    pytest.param("ViT-B-16", True, marks=pytest.mark.slow)])   # the real shapes: 14 x 14 CLIP grid, 28 x 28 proxy
+def test_proxyclip_block_matches_transcription(clip_model, use_fsa):
     # With FSA the comparison runs in float64: top-p pruning is a step function, and fp32 rounding differences
     # between two correct implementations can flip an entry at the boundary (see tests/test_fsa_core.py).
     torch.manual_seed(0)
-    model = CLIPSegModel(name_path="voc21", clip_model="ViT-B-16", vfm="tiny-dino", fsa=use_fsa,
+    model = CLIPSegModel(name_path="voc21", clip_model=clip_model, vfm="tiny-dino", fsa=use_fsa,
                          random_weights=True, cache_text=False, templates="single")
     dtype = torch.float64 if use_fsa else torch.float32
     model.to(dtype)
@@ -82,9 +84,10 @@ def test_proxyclip_block_matches_transcription_at_vit_b16_shape(use_fsa):
     assert (ours - expected).abs().max().item() <= (1e-8 if use_fsa else 1e-5)
 
 
+@pytest.mark.numerics
 def test_fsa_changes_the_prediction():
     torch.manual_seed(0)
-    kwargs = dict(name_path="voc21", vfm="tiny-dino", **TINY)
+    kwargs = dict(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     with_fsa, without = CLIPSegModel(fsa=True, **kwargs), CLIPSegModel(fsa=False, **kwargs)
     without.load_state_dict(with_fsa.state_dict())
     crops = torch.randn(1, 3, 112, 112)
@@ -126,9 +129,10 @@ def _preprocess(model, images):
     return model.data_preprocessor(dict(inputs=images, data_samples=samples), False)
 
 
+@pytest.mark.numerics
 def test_batch_of_two_equals_one_by_one_with_different_sizes():
     torch.manual_seed(0)
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=112, slide_stride=56, **TINY)
+    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=112, slide_stride=56, **TINY_CLIP)
     g = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 255, (3, 130, 170), generator=g, dtype=torch.uint8),
               torch.randint(0, 255, (3, 112, 90), generator=g, dtype=torch.uint8)]
@@ -142,7 +146,7 @@ def test_batch_of_two_equals_one_by_one_with_different_sizes():
 
 @pytest.mark.parametrize("size", [(100, 260), (90, 60)])  # wider than tall; smaller than the crop
 def test_non_square_and_small_images(size):
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=112, slide_stride=56, **TINY)
+    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=112, slide_stride=56, **TINY_CLIP)
     image = torch.randint(0, 255, (3, *size), dtype=torch.uint8)
     out = model.predict(**_preprocess(model, [image]))[0]
     assert out.pred_sem_seg.data.shape == (1, *size)
@@ -150,15 +154,17 @@ def test_non_square_and_small_images(size):
     assert 0.0 <= out.seg_logits.data.min() and out.seg_logits.data.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_sam_proxy_sees_the_crop_at_1024():
-    model = CLIPSegModel(name_path="voc21", vfm="tiny-sam", slide_crop=0, **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-sam", slide_crop=0, **TINY_CLIP)
     logits = model.patch_logits(torch.randn(1, 3, 96, 128))
     assert logits.shape[-2:] == (64, 64) and logits.shape == (1, 46, 64, 64)  # N = 4096 tokens, as with SAM ViT-B
 
 
+@pytest.mark.numerics
 def test_whole_image_mode_matches_one_window():
     torch.manual_seed(0)
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=0, **TINY)
+    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", slide_crop=0, **TINY_CLIP)
     image = torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8)
     whole = model.predict(**_preprocess(model, [image]))[0].seg_logits.data
     model.model.slide_crop, model.model.slide_stride = 256, 256  # one window covering the image
@@ -167,13 +173,14 @@ def test_whole_image_mode_matches_one_window():
 
 
 def test_background_threshold_sends_low_confidence_to_class_zero():
-    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", prob_thd=1.01, **TINY)  # nothing passes
+    model = FSASegmentor(name_path="voc21", vfm="tiny-dino", prob_thd=1.01, **TINY_CLIP)  # nothing passes
     image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)
     assert model.predict(**_preprocess(model, [image]))[0].pred_sem_seg.data.max() == 0
 
 
+@pytest.mark.numerics
 def test_synonyms_take_the_max_over_their_queries():
-    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     assert model.num_queries > model.num_classes == 21
     scores = torch.randn(model.num_queries, 4, 5)
     probs = model.class_probabilities(scores)
@@ -191,7 +198,7 @@ def test_released_class_name_and_keys_build():
 
 def test_text_embeddings_are_cached_on_disk(tmp_path, monkeypatch):
     monkeypatch.setenv("FSA_SEG_CACHE", str(tmp_path))
-    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY)
+    model = CLIPSegModel(name_path="voc21", vfm="tiny-dino", **TINY_CLIP)
     templates = open_clip.OPENAI_IMAGENET_TEMPLATES[:2]
     first = model._text_embeddings(templates, cache_key="tiny|test")
     assert len(list(tmp_path.rglob("*.pt"))) == 1

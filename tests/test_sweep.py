@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmengine.config import DictAction
-
 from datagen import write_voc
 from fsa_seg.apis import sweep
+from tiny import as_cli, tiny_run_options as tiny_options
 from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,17 +17,10 @@ CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 
 
 def tiny_cli(tmp_path: Path) -> list:
-    names = tmp_path / "names.txt"
-    names.write_text("background\ncat\naeroplane\n")
-    return ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
-            "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
-            "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0"]
+    return as_cli(tiny_options(tmp_path))
 
 
-def tiny_options(tmp_path: Path) -> dict:
-    return {k: DictAction._parse_iterable(v) for k, v in (item.split("=", 1) for item in tiny_cli(tmp_path))}
-
-
+@pytest.mark.slow
 def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
     work = tmp_path / "sweep"
@@ -152,6 +144,7 @@ def test_config_for_another_dataset():
     assert {"name_path", "prob_thd", "slide_crop", "slide_stride"} <= set(dataset_model_keys())
 
 
+@pytest.mark.slow
 def test_sweep_command_line(tmp_path):
     """The tool's flags reach the sweep: one combination, outputs written, exit code 0; again: reused."""
     write_voc(tmp_path / "voc", [(40, 56)])

@@ -19,6 +19,8 @@ from timm.layers import resample_abs_pos_embed
 from fsa_seg.vfm import (POS_EMBED_RESIZES, SAMImageFeatures, TimmViTFeatures, build_vfm, dino_pos_embed,
                          mae_pos_embed)
 
+pytestmark = pytest.mark.numerics
+
 TOL32, TOL64 = 1e-6, 1e-12
 
 

@@ -115,6 +115,7 @@ def test_precision_choice():
         resolve_device_dtype("fp8", "cpu")
 
 
+@pytest.mark.slow
 def test_tools_test_reports_bad_input_in_one_line(tmp_path):
     config = str(REPO / "configs" / "fsa_proxy_sam_voc.py")
     runs = [run_tool("test", tmp_path / "missing.py"),
