@@ -100,6 +100,7 @@ def test_two_cpu_ranks_give_the_one_rank_metric_with_resume(tmp_path):
     options = ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
                "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
                f"test_dataloader.dataset.data_root={tmp_path / 'voc'}",
+               "test_dataloader.dataset.metainfo.classes=(background,cat,aeroplane)",
                "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0",
                "test_dataloader.batch_size=2"]
     # One thread per process in every run: tiny random models give near-tied logits whose argmax follows

@@ -163,6 +163,7 @@ def tiny_options(tmp_path: Path, data_root: Path, **extra) -> dict:
     return {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-dino", "model.random_weights": True,
             "model.cache_text": False, "model.name_path": str(names), "model.slide_crop": 32,
             "model.slide_stride": 16, "test_dataloader.dataset.data_root": str(data_root),
+            "test_dataloader.dataset.metainfo.classes": ("background", "cat", "aeroplane"),
             "test_dataloader.dataset.pipeline.1.scale": (64, 48), "test_dataloader.num_workers": 0,
             "test_dataloader.batch_size": 2, **extra}
 

@@ -56,6 +56,8 @@ def tiny_options(tmp_path: Path, data_root: Path) -> dict:
     return {"model.clip_model": "tiny-ViT-16", "model.vfm": "tiny-dino", "model.random_weights": True,
             "model.cache_text": False, "model.name_path": str(names), "model.slide_crop": 0,
             "test_dataloader.dataset.data_root": str(data_root),
+            # the file's three classes, scored as such (mmseg maps the other VOC labels to ignore)
+            "test_dataloader.dataset.metainfo.classes": ("background", "cat", "aeroplane"),
             "test_dataloader.dataset.pipeline.1.scale": (64, 48),
             "test_dataloader.num_workers": 0, "test_dataloader.batch_size": 2}
 
