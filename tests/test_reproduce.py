@@ -23,6 +23,7 @@ def tiny_cli(tmp_path: Path) -> list:
     names.write_text("background\ncat\naeroplane\n")
     return ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_weights=True",
             "model.cache_text=False", f"model.name_path={names}", "model.slide_crop=0",
+            "test_dataloader.dataset.metainfo.classes=(background,cat,aeroplane)",
             "test_dataloader.dataset.pipeline.1.scale=(64,48)", "test_dataloader.num_workers=0"]
 
 
