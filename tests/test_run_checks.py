@@ -197,7 +197,7 @@ def test_an_unreadable_image_stops_naming_it_and_resume_continues(tmp_path):
     assert f"cannot read image '{image}'" in line and "1/2 images are recorded" in line
     assert "--resume" in line and "--skip-bad-images" in line
     assert len((work / "per_image" / "rank0.jsonl").read_text().splitlines()) == 1
-    assert done.stdout.count("RANDOM WEIGHTS for CLIP") == 1  # the banner once
+    assert (done.stdout + done.stderr).count("RANDOM WEIGHTS for CLIP") == 1  # the banner once
 
     done = run_tool("test", CONFIG, "--work-dir", work, "--resume", "--skip-bad-images", "--cfg-options", *tiny(root))
     assert done.returncode == 0, done.stderr[-3000:]
