@@ -229,9 +229,8 @@ class EvaluationInterrupted(KeyboardInterrupt):
     """Ctrl-C during an evaluation; ``str()`` is the one line to print (how far it got, how to continue)."""
 
     def __init__(self, done: Optional[int], total: Optional[int]) -> None:
-        where = (f"after {done}/{total} images" if done is not None and total is not None else
-                 "before any image was evaluated")
-        super().__init__(f"interrupted {where}; continue with --resume")
+        super().__init__(f"interrupted after {done}/{total} images; continue with --resume"
+                         if done is not None and total is not None else "interrupted before any image was evaluated")
         self.done, self.total = done, total
 
     def __str__(self) -> str:
