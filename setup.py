@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "mmsegmentation>=1.2,<1.3",
     "open_clip_torch>=2.24",
     "timm>=1.0",
+    "huggingface_hub",            # its offline switch (fsa_seg.weights); open_clip and timm download through it
     "segment-anything>=1.0",
     "ftfy",
     "regex",

@@ -18,8 +18,10 @@ written as ``; `` here: SCLIP's and NACLIP's loaders split on ``', '`` and Clear
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
 
@@ -157,3 +159,88 @@ def num_classes(name_or_path: PathLike) -> int:
     """Number of classes (lines) of a class-name set."""
     _, query_to_class = load_class_names(name_or_path)
     return max(query_to_class) + 1
+
+
+def _name_key(name: str) -> str:
+    """A class name compared loosely: case, spaces, hyphens and underscores ignored ('potted plant' ==
+    'pottedplant' == 'Potted-Plant')."""
+    return re.sub(r'[^0-9a-z]+', '', name.lower())
+
+
+def reference_class_names(benchmark_class_names: str, num_classes: int) -> List[Set[str]]:
+    """Per class id, the names (compared with :func:`_name_key`) that the packaged files for a benchmark use
+    on that line: its own file (``voc21``) and the base methods' and SAM3's (``sclip_voc21``, ``sam3_voc21``)."""
+    names: List[Set[str]] = [set() for _ in range(num_classes)]
+    for stem in list_class_name_files():
+        if stem != benchmark_class_names and not stem.endswith(f'_{benchmark_class_names}'):
+            continue
+        words, query_to_class = load_class_names(stem)
+        if max(query_to_class) + 1 != num_classes:
+            continue
+        for word, k in zip(words, query_to_class):
+            names[k].add(_name_key(word))
+    return names
+
+
+@dataclass
+class ClassFileCheck:
+    """What :func:`check_class_names` found: ``errors`` (the file cannot be scored against the dataset) and
+    ``mismatches`` (line number, the line's names, the dataset's class at that id, and where the dataset has the
+    line's name when it has it elsewhere)."""
+
+    errors: List[str] = field(default_factory=list)
+    mismatches: List[Tuple[int, str, str, str]] = field(default_factory=list)
+
+    def mismatch_text(self, limit: int = 6) -> str:
+        shown = [f"line {line} '{names}' vs '{expected}'{hint}" for line, names, expected, hint
+                 in self.mismatches[:limit]]
+        more = f' and {len(self.mismatches) - limit} more' if len(self.mismatches) > limit else ''
+        return ', '.join(shown) + more
+
+
+def check_class_names(query_words: Sequence[str], query_to_class: Sequence[int], dataset_classes: Sequence[str],
+                      dataset: str = 'the dataset', background: Optional[bool] = None,
+                      reference: Optional[Sequence[Set[str]]] = None) -> ClassFileCheck:
+    """Compare a parsed class-name file with the classes of the dataset it is scored on.
+
+    Label ids follow the file's line order, so the file must have exactly the dataset's classes (its
+    background line included when the dataset has one: ``background``), no name on two lines (outside the
+    background line, whose synonyms may also name a class, as in the released COCO-Object file), and each line
+    should name the dataset's class at its id: one of its synonyms equal to the dataset's class name or to a
+    name the packaged files use on that line (``reference``, see :func:`reference_class_names`).
+    """
+    report = ClassFileCheck()
+    num_lines = max(query_to_class) + 1
+    lines: List[List[str]] = [[] for _ in range(num_lines)]
+    for word, k in zip(query_words, query_to_class):
+        lines[k].append(word)
+    if num_lines != len(dataset_classes):
+        how = ''
+        if background is not None:
+            how = (' (its background class is line 1)' if background else ' (it has no background class: no '
+                   'background line)')
+        report.errors.append(f'{num_lines} classes (lines) but {dataset} has {len(dataset_classes)}{how}')
+    first_line: Dict[str, int] = {}
+    repeated: Dict[str, List[int]] = {}
+    for k, words in enumerate(lines):
+        if background and k == 0:
+            continue
+        for key in dict.fromkeys(_name_key(w) for w in words):
+            if key in first_line:
+                repeated.setdefault(key, [first_line[key] + 1]).append(k + 1)
+            else:
+                first_line[key] = k
+    spelled = {_name_key(w): w for w in query_words}
+    for key, at in repeated.items():
+        report.errors.append(f"'{spelled[key]}' is on lines {', '.join(map(str, at[:-1]))} and {at[-1]}")
+    if report.errors:
+        return report
+    dataset_keys = {_name_key(name): k for k, name in enumerate(dataset_classes)}
+    for k, (words, expected) in enumerate(zip(lines, dataset_classes)):
+        accepted = {_name_key(expected)} | (set(reference[k]) if reference is not None and k < len(reference)
+                                            else set())
+        if not any(_name_key(w) in accepted for w in words):
+            elsewhere = [dataset_keys[_name_key(w)] for w in words if _name_key(w) in dataset_keys]
+            hint = f' (the dataset has it at line {elsewhere[0] + 1})' if elsewhere else ''
+            report.mismatches.append((k + 1, '; '.join(words), str(expected), hint))
+    return report

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import WeightsUnavailableError, check_file, missing_weights, warn_random_weights
+from .weights import WeightsUnavailableError, check_file, hub_offline, missing_weights, warn_random_weights
 
 # The paper's backbones (open_clip name -> pretrained tag).
 PAPER_CLIP_MODELS = {"ViT-B-16": "openai", "ViT-L-14": "openai", "ViT-H-14": "laion2b_s32b_b79k"}
@@ -60,6 +60,7 @@ def create_clip(model_name: str = "ViT-B-16", pretrained: Optional[str] = "opena
     if not tag_cfg:
         tags = [t for m, t in open_clip.list_pretrained() if m == model_name]
         raise ValueError(f"open_clip has no pretrained tag '{pretrained}' for {model_name}; known tags: {tags}")
+    hub_offline()  # offline: fail at once from the cache, not after minutes of download retries
     try:
         return open_clip.create_model(model_name, pretrained=pretrained).eval()
     except (OSError, FileNotFoundError, RuntimeError, ValueError) as err:

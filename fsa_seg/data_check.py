@@ -142,7 +142,8 @@ def check_benchmark(spec: Benchmark, root: str, max_masks: int = 50) -> Report:
 
 def resolve_roots(names: Iterable[str], data_root: Optional[str],
                   from_configs: bool) -> Dict[str, str]:
-    """Data root of each benchmark: under ``data_root``, from the configs, or under data/."""
+    """Data root of each benchmark: under ``data_root``, from the configs, or under ``data/`` of the current
+    directory (where ``tools/test.py`` reads the configs' relative data roots from)."""
     roots: Dict[str, str] = {}
     for name in names:
         spec = BENCHMARKS[name]
@@ -151,7 +152,7 @@ def resolve_roots(names: Iterable[str], data_root: Optional[str],
             cfg = Config.fromfile(str(REPO_ROOT / spec.config))
             roots[name] = cfg.test_dataloader.dataset.data_root
         else:
-            base = data_root if data_root is not None else str(REPO_ROOT / 'data')
+            base = data_root if data_root is not None else 'data'
             # Spec roots are 'data/<sub>'; keep <sub> under the chosen base folder.
             roots[name] = osp.join(base, spec.data_root.split('/', 1)[1])
     return roots

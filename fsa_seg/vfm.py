@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import (WeightsUnavailableError, load_checkpoint_file, load_matching_state_dict,
+from .weights import (WeightsUnavailableError, hub_offline, load_checkpoint_file, load_matching_state_dict,
                       missing_weights, warn_random_weights)
 
 SAM_VIT_B_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
@@ -173,6 +173,11 @@ def _sam_checkpoint(checkpoint: Optional[str]) -> str:
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(SAM_VIT_B_URL))
     if os.path.isfile(cached):
         return cached
+    if hub_offline():
+        raise missing_weights(
+            "SAM ViT-B", f"'{cached}' (not cached)",
+            f"Download {SAM_VIT_B_URL} and pass --cfg-options model.vfm_checkpoint=/path/sam_vit_b_01ec64.pth, "
+            f"or place it at {cached}.")
     try:
         torch.hub.download_url_to_file(SAM_VIT_B_URL, cached, progress=True)
     except Exception as err:  # offline, proxy, disk
@@ -221,6 +226,7 @@ def _timm_builder(timm_name: str, label: str, resize_to_crop: bool, pos_embed: s
                     f"the checkpoint '{checkpoint}' does not match {label} ({timm_name}): "
                     f"{str(err).splitlines()[0]}") from err
         else:
+            hub_offline()  # offline: fail at once from the cache, not after minutes of download retries
             try:
                 vit = timm.create_model(timm_name, pretrained=True, **kwargs)
             except Exception as err:  # offline: huggingface_hub raises several error types

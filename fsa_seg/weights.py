@@ -8,8 +8,9 @@ file it looked for and how to provide it, instead of a network traceback.
 from __future__ import annotations
 
 import os
-import warnings
+import socket
 from typing import Iterable, Mapping, Optional
+from urllib.parse import urlsplit
 
 import torch
 
@@ -18,11 +19,53 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be found, fetched, or do not fit the model."""
 
 
+#: appended to every missing-weights message: how to check the pipeline without any weights
+PIPELINE_CHECK_HINT = ("To check the pipeline without weights: --cfg-options model.random_weights=True (fast: add "
+                       "model.clip_model=tiny-ViT-16 model.vfm=tiny-dino; README, 'Pipeline checks').")
+
+
 def missing_weights(model: str, looked_for: str, how: str, cause: Optional[BaseException] = None) -> WeightsUnavailableError:
     msg = f"weights for {model} are not available: looked for {looked_for}. {how}"
-    if cause is not None:
+    if hub_offline():
+        msg += " (offline: the weights hub is unreachable)"
+    elif cause is not None:
         msg += f" (underlying error: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
-    return WeightsUnavailableError(msg)
+    return WeightsUnavailableError(f"{msg} {PIPELINE_CHECK_HINT}")
+
+
+_OFFLINE: Optional[bool] = None
+
+
+def _hub_address() -> tuple:
+    """``(host, port)`` a download from the Hugging Face hub connects to first: the HTTPS proxy when one is set."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlsplit(proxy if proxy else os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_offline(timeout: float = 3.0) -> bool:
+    """Whether the weights hub is unreachable, probed once per process (one TCP connection, ``timeout`` s).
+
+    When it is, Hugging Face's offline mode is switched on (``HF_HUB_OFFLINE=1``, read by huggingface_hub,
+    transformers, timm and open_clip), so a missing file fails at once from the cache instead of after minutes of
+    retries; cached weights still load. ``HF_HUB_OFFLINE=1`` set by the user counts as offline (no probe).
+    """
+    global _OFFLINE
+    if _OFFLINE is None:
+        import huggingface_hub.constants as hub_constants
+
+        if hub_constants.HF_HUB_OFFLINE:
+            _OFFLINE = True
+        else:
+            try:
+                socket.create_connection(_hub_address(), timeout=timeout).close()
+                _OFFLINE = False
+            except OSError:
+                _OFFLINE = True
+                os.environ["HF_HUB_OFFLINE"] = "1"
+                hub_constants.HF_HUB_OFFLINE = True  # read at call time; the environment only at import
+                print("offline: the weights hub is unreachable; using cached weights only", flush=True)
+    return _OFFLINE
 
 
 def check_file(path: str, model: str, how: str) -> str:
@@ -75,7 +118,5 @@ def load_matching_state_dict(module: torch.nn.Module, state: Mapping[str, torch.
 def warn_random_weights(what: str) -> None:
     """Say loudly that results from this model are meaningless (pipeline checks only)."""
     banner = "!" * 78
-    text = (f"\n{banner}\n!! RANDOM WEIGHTS for {what}: predictions are meaningless; use this only to check "
-            f"the pipeline.\n{banner}")
-    warnings.warn(text, stacklevel=2)
-    print(text, flush=True)
+    print(f"\n{banner}\n!! RANDOM WEIGHTS for {what}: predictions are meaningless; use this only to check "
+          f"the pipeline.\n{banner}", flush=True)  # once, on stdout with the results it qualifies

@@ -1,5 +1,9 @@
 """tools/check_data.py (fsa_seg.data_check) on a generated data/ tree."""
 import json
+import os
+import os.path as osp
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +175,18 @@ def test_from_configs_uses_config_roots(tmp_path, monkeypatch):
 def test_compact():
     assert check_data.compact([255, 0, 1, 2, 5, 7, 8]) == '0-2,5,7-8,255'
     assert check_data.compact([]) == ''
+
+
+def test_default_root_is_data_of_the_current_directory(data_tree, tmp_path_factory, monkeypatch):
+    """As tools/test.py reads the configs' relative data roots: data/ of where it runs, not of the package."""
+    cwd = tmp_path_factory.mktemp('elsewhere')
+    (cwd / 'data').symlink_to(data_tree, target_is_directory=True)
+    monkeypatch.chdir(cwd)
+    roots = check_data.resolve_roots(['voc21'], None, from_configs=False)
+    assert roots == {'voc21': osp.join('data', 'VOCdevkit', 'VOC2012')}
+    assert check_data.check_benchmark(BENCHMARKS['voc21'], roots['voc21']).status == 'ready'
+    done = subprocess.run([sys.executable, str(REPO_ROOT / 'tools' / 'check_data.py'), '--benchmarks', 'voc21',
+                           '--strict'], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert '1/1 benchmarks ready' in done.stdout

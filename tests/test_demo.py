@@ -31,8 +31,10 @@ def test_demo_on_an_rgba_image(tmp_path):
         assert img.mode == "P" and img.size == (56, 40)
         labels = np.asarray(img)
         assert labels.max() <= 2
-    with Image.open(out / "pic_overlay.png") as img:
-        assert img.format == "PNG" and img.size[0] > 56
+    with Image.open(out / "pic_overlay.png") as img:  # at the photo's own size, the legend drawn in
+        assert img.format == "PNG" and img.size == (56, 40)
+        overlay = np.asarray(img.convert("RGB")).astype(int)
+    assert np.abs(overlay[-10:, -10:] - rgba[-10:, -10:, :3]).max() > 0  # tinted away from the legend
     shares = json.loads((out / "pic_shares.json").read_text())
     assert [c["class"] for c in shares["classes"]] == ["cat", "dog", "grass"]
     assert shares["classes"][0]["synonyms"] == ["cat", "kitten"]

@@ -59,6 +59,7 @@ def test_runner_test_loop(config, extra, voc_root, names_file, tmp_path):
     options = {
         "model.random_weights": True,
         "model.name_path": names_file,
+        "test_dataloader.dataset.metainfo.classes": ("background", "cat", "dog"),  # the file's classes
         "model.presence_thd": 0.0,   # random presence logits: keep every prompt so FSA really runs
         "test_dataloader.dataset.data_root": voc_root,
         "test_dataloader.num_workers": 0,
@@ -81,6 +82,7 @@ def test_one_pass_with_and_without_fsa_equals_separate_runs(voc_root, names_file
 
     config = os.path.join(REPO, "configs/fsa_sam3_voc21.py")
     options = {"model.random_weights": True, "model.name_path": names_file, "model.presence_thd": 0.0,
+               "test_dataloader.dataset.metainfo.classes": ("background", "cat", "dog"),
                "test_dataloader.dataset.data_root": voc_root, "test_dataloader.num_workers": 0,
                "test_dataloader.batch_size": 2}
     variants = [{"model.fsa": True}, {"model.fsa": False}]

@@ -5,7 +5,7 @@ there are, images without a mask, the label values of a sample of masks compared
 the values the benchmark allows (its classes and its ignore value: 255, or 65535 for the 16-bit
 masks of ADE20K-847 and PASCAL-Context-459), and the problems found.
 
-    python tools/check_data.py                      # data/ of this repository
+    python tools/check_data.py                      # data/ of the current directory (as tools/test.py)
     python tools/check_data.py --data-root /datasets
     python tools/check_data.py --from-configs       # data_root of each dataset config
     python tools/check_data.py --json report.json --strict
@@ -32,7 +32,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group()
     where.add_argument('--data-root', metavar='DIR', default=None,
                        help='folder holding the benchmarks in the data/ layout '
-                            '(default: data/ of this repository)')
+                            '(default: data/ of the current directory, where tools/test.py '
+                            'looks)')
     where.add_argument('--from-configs', action='store_true',
                        help='use the data_root of each configs/_base_/datasets/*.py '
                             '(relative to the current directory)')

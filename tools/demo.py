@@ -17,11 +17,13 @@ class first (e.g. ``"background,sky,wall; cat; dog"``). Runs on CPU when there i
 Writes to DIR, for IMAGE named ``photo.jpg``:
 
 * ``photo_labels.png`` - the label map (palette PNG: pixel value = class id, colours as in the overlay);
-* ``photo_overlay.png`` - the image with the colour-coded classes and a legend (class, pixel share);
+* ``photo_overlay.png`` - the image at its own size with the colour-coded classes and a legend (class, pixel
+  share) in its top-left corner;
 * ``photo_shares.json`` / ``photo_shares.csv`` - per class: id, name, synonyms, pixels, share (%); the
   shares are printed too.
 
-Exit codes: 0 done, 2 bad input (unreadable image, empty class list, unknown config or option; one line).
+Exit codes: 0 done, 2 bad input (unreadable image, empty class list, unknown config or option, an output folder
+that cannot be written; one line, nothing written), 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -59,13 +61,36 @@ def palette(n: int) -> np.ndarray:
     return (colors * 255).round().astype(np.uint8)
 
 
+def draw_overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, table: List[dict], opacity: float):
+    """The image with the class colours blended in and a legend (class, share) in its top-left corner, at the
+    image's own size (a PIL image)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    blend = (rgb * (1 - opacity) + colors[labels] * opacity).round().astype(np.uint8)
+    overlay = Image.fromarray(blend).convert("RGBA")
+    h, w = labels.shape
+    size = max(10, min(h, w) // 30)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        font = ImageFont.load_default()
+    rows = [f"{r['class']} ({r['share']:.1f}%)" for r in table]
+    pad, line = max(2, size // 3), size + max(2, size // 3)
+    measure = ImageDraw.Draw(overlay)
+    text_w = max(int(measure.textlength(text, font=font)) for text in rows)
+    box = Image.new("RGBA", overlay.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(box)
+    draw.rectangle([0, 0, 3 * pad + size + text_w, 2 * pad + line * len(rows)], fill=(255, 255, 255, 190))
+    for n, (r, text) in enumerate(zip(table, rows)):
+        top = pad + n * line
+        draw.rectangle([pad, top, pad + size, top + size], fill=tuple(int(c) for c in colors[r["id"]]) + (255,),
+                       outline=(0, 0, 0, 255))
+        draw.text((2 * pad + size, top), text, fill=(0, 0, 0, 255), font=font)
+    return Image.alpha_composite(overlay, box).convert("RGB")
+
+
 def write_outputs(out_dir: str, stem: str, rgb: np.ndarray, labels: np.ndarray, table: List[dict],
                   opacity: float, extra: dict) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
     from PIL import Image
 
     colors = palette(len(table))
@@ -75,18 +100,8 @@ def write_outputs(out_dir: str, stem: str, rgb: np.ndarray, labels: np.ndarray, 
     flat = colors.ravel().tolist()
     label_img.putpalette(flat + [0] * (768 - len(flat)))
     label_img.save(paths["labels.png"])
-
-    blend = (rgb * (1 - opacity) + colors[labels] * opacity).round().astype(np.uint8)
+    draw_overlay(rgb, labels, colors, table, opacity).save(paths["overlay.png"])
     h, w = labels.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 6.0 * w / max(h, w)) + 2.5, max(3.0, 6.0 * h / max(h, w))))
-    ax.imshow(blend)
-    ax.axis("off")
-    handles = [Patch(facecolor=colors[r["id"]] / 255.0, edgecolor="black", label=f"{r['class']} ({r['share']:.1f}%)")
-               for r in table]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
-    fig.savefig(paths["overlay.png"], dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
     with open(paths["shares.json"], "w", encoding="utf-8") as f:
         json.dump(dict(extra, size=[int(h), int(w)], classes=table), f, indent=2)
     with open(paths["shares.csv"], "w", newline="", encoding="utf-8") as f:
@@ -119,13 +134,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         rgb = read_image(args.image)
         if not osp.isfile(args.config):
             raise ValueError(f"config file '{args.config}' not found (see configs/)")
-        os.makedirs(args.out, exist_ok=True)
         options = {"model.prob_thd": 0.0}
         options.update(args.cfg_options)
+        model = init_segmentor(args.config, options, classes=classes)  # before anything is written
+        os.makedirs(args.out, exist_ok=True)
         options["model.name_path"] = write_class_file(classes, osp.join(args.out, "classes.txt"))
-        model = init_segmentor(args.config, options)
         announce_run(model.cfg.model.get("precision", "auto"), model.cfg.model.get("device"))
-    except (ValueError, FileNotFoundError, ConfigKeyError, WeightsUnavailableError) as err:
+    except (ValueError, OSError, ConfigKeyError, WeightsUnavailableError) as err:
         message = str(err)
         if message.startswith(("the class list", "class ")):
             message = f"--classes: {message}"
@@ -146,4 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)

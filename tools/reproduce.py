@@ -84,6 +84,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                                            args.cfg_options, parse_data_roots(args.data_root), published,
                                            from_results=args.from_results, rerun=args.rerun,
                                            separate=args.separate)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue (finished evaluations are kept, the "
+              "interrupted one resumes)", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, WeightsUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

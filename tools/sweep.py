@@ -37,7 +37,11 @@ Outputs in WORK_DIR (default ``work_dirs/sweep_<config name>``), rewritten after
   map, more keys -> one heat map (first two keys) per combination of the other keys' values, up to 16 panels
   (beyond that, the tables only). Without ``--grid``: ``sweep.png``, mIoU per dataset.
 
-Exit codes: 0 all combinations evaluated, 1 some failed (see ``status``), 2 bad input (one-line message).
+With ``model.random_weights=True`` the tables (a ``random_weights`` column, a note atop ``sweep.md``) and the
+plot titles say RANDOM WEIGHTS: such numbers only check the pipeline.
+
+Exit codes: 0 all combinations evaluated, 1 some failed (see ``status``), 2 bad input (one-line message),
+130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ from fsa_seg.weights import WeightsUnavailableError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -83,8 +88,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         results = run_sweep(args.config, parse_grid(args.grid), args.datasets, parse_data_roots(args.data_root),
                             args.cfg_options, work_dir, rerun=args.rerun, separate=args.separate)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue (finished combinations are kept, the "
+              "interrupted one resumes)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (SweepError, FileNotFoundError, WeightsUnavailableError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a read-only or full disk
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
         return EXIT_USAGE
     failed = sum(r.status.startswith("failed") for r in results)
     print(f"sweep: {len(results) - failed}/{len(results)} combinations evaluated in {time.time() - start:.1f} s "

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config
 
+from ..plugin.loop import UnreadableImageError, skipped_images
 from .config import check_options, load_config
 
 
@@ -102,14 +104,11 @@ def setup_resume(cfg: Config, resume: bool, launcher: str = "none") -> Optional[
     return record_dirs[0] if record_dirs else None
 
 
-def _setup_records(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool],
-                   launcher: str = "none") -> Optional[List[str]]:
-    """Per-image records for each run of ``cfgs`` in its own ``WORK_DIR/per_image`` (signature: its own config),
-    and the evaluator and dataset of ``runner_cfg`` set up for them: one run keeps its evaluator (record dir
-    added); several get one ``PerClassIoUMetric`` each (``variant=k``, ``prefix='variant<k>'``). With resume,
-    the images recorded for every run are skipped. ``None`` when the evaluator is not a ``PerClassIoUMetric``.
-    """
-    from ..plugin.resume import config_signature, prepare_records, record_dir_for
+def _record_dirs(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool]) -> Optional[List[str]]:
+    """The per-image record folder of each run (``WORK_DIR/per_image``), checked without writing anything (one-line
+    ``ValueError``: an evaluator that cannot record, shared work dirs); ``None`` when the evaluator is not a
+    ``PerClassIoUMetric``."""
+    from ..plugin.resume import record_dir_for
 
     metric = _record_metric(runner_cfg.get("test_evaluator"))
     if metric is None:
@@ -120,30 +119,57 @@ def _setup_records(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence
             raise ValueError("evaluating several settings in one pass needs test_evaluator "
                              "type='PerClassIoUMetric'; use separate runs")
         return None
-    dataset_cfg = runner_cfg.test_dataloader.dataset
     record_dirs = [osp.abspath(record_dir_for(cfg.work_dir)) for cfg in cfgs]
     if len(set(record_dirs)) < len(record_dirs):
         raise ValueError("the runs of one pass need different work dirs (each writes its own results.json)")
+    evaluator = runner_cfg.test_evaluator
+    if len(cfgs) > 1 and isinstance(evaluator, (list, tuple)) and len(evaluator) != 1:
+        raise ValueError("evaluating several settings in one pass needs a single test_evaluator "
+                         "(PerClassIoUMetric); use separate runs")
+    return record_dirs
+
+
+def _signature(cfg: Config) -> dict:
+    from ..plugin.resume import config_signature
+
+    return config_signature(cfg.model, cfg.test_dataloader.dataset, cfg.get("test_evaluator"))
+
+
+def _setup_records(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool],
+                   launcher: str = "none", skip_unreadable: bool = False) -> Optional[List[str]]:
+    """Per-image records for each run of ``cfgs`` in its own ``WORK_DIR/per_image`` (signature: its own config),
+    and the evaluator, dataset and test loop of ``runner_cfg`` set up for them: one run keeps its evaluator (record
+    dir added); several get one ``PerClassIoUMetric`` each (``variant=k``, ``prefix='variant<k>'``). With resume,
+    the images recorded for every run are skipped. An unreadable image stops the run, or with ``skip_unreadable``
+    is skipped (:mod:`fsa_seg.plugin.loop`). ``None`` when the evaluator is not a ``PerClassIoUMetric``.
+    """
+    from ..plugin.resume import prepare_records
+
+    record_dirs = _record_dirs(runner_cfg, cfgs, resumes)
+    if record_dirs is None:
+        return None
+    metric = _record_metric(runner_cfg.get("test_evaluator"))
+    dataset_cfg = runner_cfg.test_dataloader.dataset
     if launch_rank(launcher) == 0:
         for cfg, record_dir, resume in zip(cfgs, record_dirs, resumes):
-            signature = config_signature(cfg.model, cfg.test_dataloader.dataset, cfg.get("test_evaluator"))
-            done = prepare_records(record_dir, signature, resume)
+            done = prepare_records(record_dir, _signature(cfg), resume)
             if resume:
                 print(f"resume: {done} image(s) already evaluated in {record_dir}; skipping them" if done else
                       f"resume: nothing recorded yet in {record_dir}; evaluating every image")
     if len(cfgs) == 1:
         metric["record_dir"] = record_dirs[0]
     else:
-        evaluator = runner_cfg.test_evaluator
-        if isinstance(evaluator, (list, tuple)) and len(evaluator) != 1:
-            raise ValueError("evaluating several settings in one pass needs a single test_evaluator "
-                             "(PerClassIoUMetric); use separate runs")
         runner_cfg.test_evaluator = [dict(copy.deepcopy(metric), record_dir=record_dir, variant=k,
                                           prefix=f"variant{k}") for k, record_dir in enumerate(record_dirs)]
     # Skip an image only when every run resumes and has it (a run that starts over has no records left).
     skip = (record_dirs[0] if len(cfgs) == 1 else record_dirs) if all(resumes) else None
     runner_cfg.test_dataloader.dataset = dict(type="SkipDoneDataset", dataset=copy.deepcopy(dataset_cfg),
                                               record_dir=skip)
+    runner_cfg.test_dataloader.collate_fn = dict(type="fsa_collate_readable",
+                                                 inner=runner_cfg.test_dataloader.get("collate_fn"))
+    loop = runner_cfg.get("test_cfg") or {}
+    if loop.get("type", "TestLoop") in ("TestLoop", "RecordedTestLoop"):
+        runner_cfg.test_cfg = dict(loop, type="RecordedTestLoop", skip_unreadable=skip_unreadable)
     return record_dirs
 
 
@@ -186,22 +212,39 @@ class Run:
 
 
 def evaluate(config: str, options: Optional[Mapping[str, Any]] = None, work_dir: Optional[str] = None,
-             launcher: str = "none", resume: bool = False) -> Dict[str, float]:
+             launcher: str = "none", resume: bool = False, strict: bool = False,
+             skip_unreadable: bool = False) -> Dict[str, float]:
     """Evaluate ``config`` (with ``options`` merged) on its test set; returns the metrics dict, also written
     with the per-class IoU to ``work_dir/results.json`` (default ``work_dirs/<config name>``).
 
-    ``resume=True`` continues an interrupted run in the same ``work_dir`` (see the module docstring).
+    ``resume=True`` continues an interrupted run in the same ``work_dir`` (see the module docstring). ``strict``:
+    a class-name line that does not name the dataset's class at its id is an error (else a warning).
+    ``skip_unreadable``: an image that cannot be read is skipped and listed (else the run stops, naming it).
     """
-    return evaluate_runs([Run(config, dict(options or {}), work_dir)], launcher, resume)[0]
+    return evaluate_runs([Run(config, dict(options or {}), work_dir)], launcher, resume, strict,
+                         skip_unreadable)[0]
 
 
-def _print_metrics(metrics: Mapping[str, float], path: str, label: str = "") -> None:
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an evaluation; ``str()`` is the one line to print (how far it got, how to continue)."""
+
+    def __init__(self, done: Optional[int], total: Optional[int]) -> None:
+        super().__init__(f"interrupted after {done}/{total} images; continue with --resume"
+                         if done is not None and total is not None else "interrupted before any image was evaluated")
+        self.done, self.total = done, total
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _print_metrics(metrics: Mapping[str, float], path: str, label: str = "", random_weights: bool = False) -> None:
+    note = "  RANDOM WEIGHTS: meaningless, a pipeline check" if random_weights else ""
     print(f"{label}mIoU {metrics.get('mIoU', float('nan')):.2f}  (aAcc {metrics.get('aAcc', float('nan')):.2f}, "
-          f"mAcc {metrics.get('mAcc', float('nan')):.2f})  results: {path}")
+          f"mAcc {metrics.get('mAcc', float('nan')):.2f})  results: {path}{note}")
 
 
-def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[bool, Sequence[bool]] = False
-                  ) -> List[Dict[str, float]]:
+def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[bool, Sequence[bool]] = False,
+                  strict: bool = False, skip_unreadable: bool = False) -> List[Dict[str, float]]:
     """Evaluate ``runs`` in one pass over the data; each run's metrics (also in its ``results.json``).
 
     One run is a plain evaluation. Several must differ only in model settings that act after the backbone
@@ -210,21 +253,77 @@ def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[boo
     run's settings as variants, and each run gets the ``results.json`` and per-image records a separate
     :func:`evaluate` would write (``seconds``: the wall time of the whole pass). ``resume``: for all runs,
     or one flag per run; an image is skipped only when every run resumes and has it recorded.
+
+    Everything is checked before anything is written: the config keys, the data root, the class-name file
+    against the dataset (:func:`~.checks.check_class_file`; ``strict`` as in :func:`evaluate`), the work dirs, the
+    records to resume, then the model is built (value ranges, weights); only then does the runner create the work
+    dir. Ctrl-C raises :class:`EvaluationInterrupted` (the records so far are kept); an unreadable image raises
+    :class:`~fsa_seg.plugin.loop.UnreadableImageError` (records kept) unless ``skip_unreadable``.
     """
     from ..distributed import process_group_scope
 
     with process_group_scope(launcher):  # the group this evaluation opens is closed when it ends
-        return _evaluate_runs(runs, launcher, resume)
+        return _evaluate_runs(runs, launcher, resume, strict, skip_unreadable)
 
 
-def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Sequence[bool]]
-                   ) -> List[Dict[str, float]]:
-    import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
+def _build_model(cfg: Config):
+    """The config's segmentor, built as the runner would (its default scope; seeded as ``cfg.randomness`` says, so
+    random weights are the same in every run)."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import set_random_seed
+    from mmseg.registry import MODELS
+
+    randomness = cfg.get("randomness")
+    if randomness and randomness.get("seed") is not None:
+        set_random_seed(**randomness)
+    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmseg")):
+        return MODELS.build(copy.deepcopy(cfg.model))
+
+
+def _runner_with_model(cfg: Config, model):
+    """``Runner.from_cfg(cfg)`` that uses the already built ``model`` (checked before the runner writes anything)."""
     from mmengine.runner import Runner
+
+    class _BuiltModelRunner(Runner):
+        def build_model(self, model_cfg):
+            return model if isinstance(model_cfg, dict) else super().build_model(model_cfg)
+
+    return _BuiltModelRunner.from_cfg(cfg)
+
+
+def _images_done(runner, record_dirs: Optional[List[str]]) -> tuple:
+    """``(done, total)`` images of an evaluation cut short: the records on disk and the dataset's images (``None``
+    when unknown)."""
+    from ..plugin.resume import load_records
+
+    loop = getattr(runner, "_test_loop", None)
+    dataset = getattr(getattr(loop, "dataloader", None), "dataset", None)
+    total = len(getattr(dataset, "all_keys", [])) or None
+    if not record_dirs:
+        return None, total
+    done = min(len(load_records(d)) for d in record_dirs)
+    return done, total
+
+
+def _close_records(runner) -> None:
+    """Flush and close the metrics' record files (an evaluation cut short keeps what it recorded)."""
+    loop = getattr(runner, "_test_loop", None)
+    for metric in getattr(getattr(loop, "evaluator", None), "metrics", []):
+        writer = getattr(metric, "_writer", None)
+        if writer is not None:
+            writer.close()
+            metric._writer = None
+
+
+def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Sequence[bool]], strict: bool = False,
+                   skip_unreadable: bool = False) -> List[Dict[str, float]]:
+    import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
 
     from ..distributed import setup_distributed
     from ..env_info import announce_run
     from ..plugin.datasets import check_data_root
+    from ..plugin.resume import check_resumable
+    from .checks import check_class_file, check_writable
     from .one_pass import pass_variants
 
     if not runs:
@@ -232,6 +331,7 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     resumes = [bool(resume)] * len(runs) if isinstance(resume, bool) else [bool(r) for r in resume]
     if len(resumes) != len(runs):
         raise ValueError(f"resume: {len(resumes)} flags for {len(runs)} runs")
+    # -- checks: nothing is built or written until they pass -------------------------------------------------
     cfgs = []
     for run in runs:
         cfg = load_config(run.config, run.options, run.work_dir)
@@ -241,20 +341,30 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     cfg = copy.deepcopy(cfgs[0])  # the runner's config; cfgs keep each run's own for its results.json
     cfg.launcher = launcher
     check_data_root(cfg.test_dataloader.dataset)
+    class_warning = check_class_file(cfg.model, cfg.test_dataloader.dataset, strict)
+    for run_cfg in cfgs:
+        check_writable(run_cfg.work_dir)
+    record_dirs = _record_dirs(cfg, cfgs, resumes)
+    if record_dirs and launch_rank(launcher) == 0:
+        for run_cfg, record_dir, run_resume in zip(cfgs, record_dirs, resumes):
+            if run_resume:
+                check_resumable(record_dir, _signature(run_cfg))
+    random_weights = bool(cfg.model.get("random_weights"))
     # Distributed: the backend for the device (nccl on CUDA, gloo on CPU), a model wrapper that accepts a
     # frozen model, and on CPU the process group (see fsa_seg.distributed).
     setup_distributed(cfg, launcher)
     if launch_rank(launcher) == 0:
         announce_run(cfg.model.get("precision", "auto"), cfg.model.get("device"))
+        if class_warning:
+            print(f"warning: {class_warning}", file=sys.stderr, flush=True)
         if len(runs) > 1:
             print(f"one pass, {len(runs)} settings: " + "; ".join(
                 " ".join(f"{k}={v}" for k, v in variant.items()) or "as configured" for variant in variants),
                 flush=True)
-    if cfg.model.get("random_weights") and cfg.get("randomness") is None:
+    if random_weights and cfg.get("randomness") is None:
         cfg.randomness = dict(seed=0)  # random weights: the same model in every run (resumable, comparable)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     start = time.time()
-    record_dirs = _setup_records(cfg, cfgs, resumes, launcher)
     if all(resumes) and record_dirs:
         finished = []
         for run_cfg, record_dir in zip(cfgs, record_dirs):  # up to the first run with images left
@@ -273,12 +383,28 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
             return out
     if len(runs) > 1:
         cfg.model["variants"] = variants
+    try:
+        model = _build_model(cfg)  # value ranges, class file, weights: before the runner creates the work dir
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(None, None) from None
+    # -- the run: from here on the work dir is written -------------------------------------------------------
+    record_dirs = _setup_records(cfg, cfgs, resumes, launcher, skip_unreadable)
     cfg.experiment_name = unique_experiment_name(cfg, runs[0].config)
-    runner = Runner.from_cfg(cfg)
+    runner = _runner_with_model(cfg, model)
     try:
         metrics = runner.test()
+    except KeyboardInterrupt:
+        _close_records(runner)
+        raise EvaluationInterrupted(*_images_done(runner, record_dirs)) from None
+    except UnreadableImageError as err:
+        _close_records(runner)
+        done, total = _images_done(runner, record_dirs)
+        kept = f"{done}/{total} images are recorded; " if done is not None and total else ""
+        raise UnreadableImageError(f"{err}; {kept}fix or remove the file and continue with --resume, or pass "
+                                   f"--skip-bad-images", err.path) from None
     finally:
         _close_log_files(runner)
+    skipped = skipped_images(runner) or []
     metric_objects = list(getattr(runner.test_evaluator, "metrics", []))
     out = []
     for k, (run, run_cfg) in enumerate(zip(runs, cfgs)):
@@ -293,9 +419,14 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
             per_class = getattr(metric, "per_class", per_class)
             if hasattr(metric, "num_images"):
                 extra["images"] = metric.num_images
+        if skipped:
+            extra["skipped_images"] = [{"image": path, "reason": reason} for path, reason in skipped]
         if runner.rank == 0:
             path = write_results(run_cfg, run.config, run.options, run_metrics, per_class, time.time() - start,
                                  extra)
-            _print_metrics(run_metrics, path)
+            _print_metrics(run_metrics, path, random_weights=random_weights)
         out.append(run_metrics)
+    if skipped and runner.rank == 0:
+        print(f"warning: {len(skipped)} unreadable image(s) skipped (no result; --resume evaluates them once "
+              f"fixed): " + ", ".join(path for path, _ in skipped), file=sys.stderr, flush=True)
     return out

@@ -79,15 +79,21 @@ def pass_variants(cfgs: Sequence[Any]) -> List[Dict[str, Any]]:
 
 def evaluate_variants(config: str, variants: Sequence[Mapping[str, Any]], work_dirs: Sequence[str],
                       options: Optional[Mapping[str, Any]] = None, launcher: str = "none",
-                      resume: Union[bool, Sequence[bool]] = False) -> List[Dict[str, float]]:
+                      resume: Union[bool, Sequence[bool]] = False, strict: bool = False,
+                      skip_unreadable: bool = False) -> List[Dict[str, float]]:
     """Evaluate ``config`` with ``options`` and each of ``variants`` (``--cfg-options`` keys, e.g.
     ``{'model.top_p': 0.3}``) merged, into ``work_dirs[k]``, in one pass over the data; returns each variant's
-    metrics. The files are those of ``evaluate(config, {**options, **variants[k]}, work_dirs[k])``."""
+    metrics. The files are those of ``evaluate(config, {**options, **variants[k]}, work_dirs[k])``. An unknown
+    variant key is a :class:`~.config.ConfigKeyError` naming ``--variants``."""
+    from .config import check_config_keys, load_config
+
     if len(variants) != len(work_dirs):
         raise ValueError(f"{len(variants)} variants but {len(work_dirs)} work dirs")
     options = dict(options or {})
+    keys = list(dict.fromkeys(k for v in variants for k in v))
+    check_config_keys(load_config(config, options), keys, config, flag="--variants")
     return evaluate_runs([Run(config, {**options, **dict(v)}, w) for v, w in zip(variants, work_dirs)],
-                         launcher, resume)
+                         launcher, resume, strict, skip_unreadable)
 
 
 def variant_grid(grid: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:

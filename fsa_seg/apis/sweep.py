@@ -90,8 +90,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS (model.random_weights=True): the numbers are meaningless, a pipeline check"
+
+
+def random_weights(rows: Sequence[dict]) -> bool:
+    """Whether any row was evaluated with random weights (the tables and plots then say so)."""
+    return any(r.get("random_weights") for r in rows)
+
+
 def write_csv(path: str, rows: List[dict], keys: Sequence[str]) -> None:
-    fields = ["dataset", *keys, "mIoU", "aAcc", "mAcc", "seconds", "status", "work_dir"]
+    fields = ["dataset", *keys, "mIoU", "aAcc", "mAcc", "seconds", "status", "work_dir", "random_weights"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -108,6 +116,8 @@ def write_markdown(path: str, config: str, grid: List[Tuple[str, List[Any]]], ro
                    datasets: Sequence[str], plots: Dict[str, str]) -> None:
     keys = [k for k, _ in grid]
     lines = [f"# Sweep of `{config}`", ""]
+    if random_weights(rows):
+        lines += [f"**{RANDOM_WEIGHTS_NOTE}.**", ""]
     lines += [f"- `{k}`: {', '.join(str(v) for v in values)}" for k, values in grid]
     lines += ["", "mIoU in %; empty cells: not evaluated (yet) or failed.", ""]
     for ds in datasets:
@@ -171,6 +181,8 @@ def plot_dataset(path: str, ds: str, grid: List[Tuple[str, List[Any]]], rows: Li
     value = {tuple(json.dumps(r["combo"][k]) for k, _ in grid): r.get("mIoU") for r in rows}
     if not any(v is not None for v in value.values()):
         return False
+    if random_weights(rows):
+        ds = f"{ds} (RANDOM WEIGHTS: meaningless)"
     if len(grid) == 1:
         (k1, v1), = grid
         ys = [value.get((json.dumps(v),)) for v in v1]
@@ -219,6 +231,8 @@ def plot_datasets(path: str, rows: List[dict]) -> bool:
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(done), 3.5))
     ax.bar(range(len(done)), [r["mIoU"] for r in done], tick_label=[r["dataset"] for r in done])
     ax.set_ylabel("mIoU (%)")
+    if random_weights(done):
+        ax.set_title("RANDOM WEIGHTS: meaningless", fontsize=9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return True
@@ -286,8 +300,10 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
             shown = osp.relpath(ds_config, REPO_ROOT) if ds_config.startswith(str(REPO_ROOT)) else ds_config
             print(f"{ds}: {shown} ({how})")
         for combo in combos:
+            random = bool(combo.get("model.random_weights", cfg.model.get("random_weights", False)))
             jobs.append(Job(ds_config, {**ds_options, **combo}, osp.join(work_dir, ds, combo_dirname(combo)),
-                            label=f"{ds} {combo_label(combo)}", info=dict(dataset=ds, combo=combo)))
+                            label=f"{ds} {combo_label(combo)}",
+                            info=dict(dataset=ds, combo=combo, random_weights=random)))
     return jobs
 
 
@@ -350,7 +366,7 @@ def result_rows(results: Sequence[JobResult]) -> List[dict]:
     rows = []
     for r in results:
         row = dict(dataset=r.job.info["dataset"], combo=r.job.info["combo"], work_dir=r.job.work_dir,
-                   status=r.status, seconds=r.seconds)
+                   status=r.status, seconds=r.seconds, random_weights=bool(r.job.info.get("random_weights")))
         for k in ("mIoU", "aAcc", "mAcc"):
             if r.metrics.get(k) is not None:
                 row[k] = float(r.metrics[k])
@@ -366,7 +382,10 @@ def run_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None,
     plots of ``work_dir`` up to date after each one."""
     from .jobs import run_job_groups
 
+    from .checks import check_writable
+
     work_dir = work_dir or default_sweep_dir(config)
+    check_writable(work_dir, "sweep work dir")
     jobs = plan_sweep(config, grid, datasets, data_roots, options, work_dir)
     groups = plan_passes(jobs, grid, separate)
     os.makedirs(work_dir, exist_ok=True)

@@ -73,6 +73,23 @@ def _differences(old: dict, new: dict, limit: int = 3) -> str:
     return ", ".join(diffs[:limit]) + more
 
 
+def check_resumable(record_dir: str, signature: dict) -> None:
+    """``ValueError`` (one line) when the records in ``record_dir`` cannot be resumed with ``signature`` (written
+    by another config, or records without ``meta.json``); reads only."""
+    meta_path = osp.join(record_dir, META_FILE)
+    if osp.isfile(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            old = json.load(f).get("signature", {})
+        if old != signature:
+            raise ValueError(
+                f"cannot resume: the per-image results in {record_dir} were written by a different config "
+                f"({_differences(old, signature)}); run without --resume to start over, or use another "
+                f"--work-dir")
+    elif load_records(record_dir):
+        raise ValueError(f"cannot resume: {record_dir} has per-image results but no {META_FILE}; run without "
+                         f"--resume to start over")
+
+
 def prepare_records(record_dir: str, signature: dict, resume: bool) -> int:
     """Make ``record_dir`` ready for a run; returns how many finished images it already holds.
 
@@ -81,21 +98,13 @@ def prepare_records(record_dir: str, signature: dict, resume: bool) -> int:
     Call on the main process only, before the runner starts.
     """
     meta_path = osp.join(record_dir, META_FILE)
+    if resume:
+        check_resumable(record_dir, signature)
     if not resume and osp.isdir(record_dir):
         shutil.rmtree(record_dir)
     os.makedirs(record_dir, exist_ok=True)
     if resume and osp.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            old = json.load(f).get("signature", {})
-        if old != signature:
-            raise ValueError(
-                f"cannot resume: the per-image results in {record_dir} were written by a different config "
-                f"({_differences(old, signature)}); run without --resume to start over, or use another "
-                f"--work-dir")
         return len(load_records(record_dir))
-    if resume and load_records(record_dir):
-        raise ValueError(f"cannot resume: {record_dir} has per-image results but no {META_FILE}; run without "
-                         f"--resume to start over")
     tmp = meta_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"signature": signature}, f, indent=1)
@@ -226,7 +235,12 @@ class SkipDoneDataset:
         return len(self.indices)
 
     def __getitem__(self, idx: int) -> Any:
-        return self.dataset[self.indices[idx]]
+        try:
+            return self.dataset[self.indices[idx]]
+        except Exception as err:  # a truncated image, a broken mask: named by the test loop, not a traceback
+            from .loop import unreadable
+
+            return unreadable(_sample_key(self.get_data_info(idx), idx), err)
 
 
 def merge_records(stored: Dict[str, np.ndarray], new: Iterable[Sequence[Any]],

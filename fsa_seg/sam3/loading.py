@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from transformers import Sam3Config, Sam3Model
 
-from ..weights import WeightsUnavailableError, missing_weights, warn_random_weights
+from ..weights import WeightsUnavailableError, hub_offline, missing_weights, warn_random_weights
 
 HUB_ID = "facebook/sam3"
 # SAM3's processor pads every prompt to 32 tokens (transformers processing_sam3.py, Sam3Processor.__call__).
@@ -98,6 +98,8 @@ def resolve_checkpoint(checkpoint: str) -> str:
 def load_pretrained(checkpoint: str, dtype: torch.dtype) -> Sam3Model:
     """``Sam3Model.from_pretrained`` with readable errors for offline, gated and missing checkpoints."""
     source = resolve_checkpoint(checkpoint)
+    if not os.path.isdir(source):
+        hub_offline()  # offline: fail at once from the cache, not after minutes of download retries
     try:
         return Sam3Model.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as err:
