@@ -201,6 +201,30 @@ class CLIPSegModel(OpenVocabModel):
             torch.save({"key": cache_key, "embeddings": emb}, path)
         return emb
 
+    def crop_memory_bytes(self) -> int:
+        """Estimated peak memory (bytes) of scoring one ``slide_crop`` crop (336 for whole images), what
+        ``crop_batch_size=None`` divides the available memory by. Per token of a transformer block, about
+        ``BLOCK_ACTIVATIONS`` x its width values are alive at once (input, norm, q/k/v, attention output, the MLP's
+        4x hidden layer before and after its activation), for CLIP and for the proxy; the last block keeps
+        ``LAST_BLOCK_SQUARES`` fp32 ``[N, N]`` maps of its N attention tokens (the proxy attention, its
+        temporaries, FSA). Attention scores are never whole (SDPA / query chunks). ``tools/benchmark.py
+        --crop-memory`` prints this next to the measured peak per crop."""
+        crop = self.slide_crop or 336
+        elt = torch.finfo(self.run_dtype).bits // 8
+        ph, pw = self.backbone.patch_size
+        clip_tokens = 1 + (crop // ph) * (crop // pw)
+        values = clip_tokens * self.backbone.visual.transformer.width * self.BLOCK_ACTIVATIONS
+        attention_tokens = clip_tokens
+        shape = self.vfm.token_shape(crop, crop) if self.vfm is not None else None
+        if shape is not None:
+            values += shape[0] * shape[1] * self.BLOCK_ACTIVATIONS
+            attention_tokens = shape[2]
+        return int(elt * values + 4 * self.LAST_BLOCK_SQUARES * attention_tokens ** 2)
+
+    #: see :meth:`crop_memory_bytes`
+    BLOCK_ACTIVATIONS = 14
+    LAST_BLOCK_SQUARES = 6
+
     @property
     def pad_multiple(self) -> int:
         if self.patch_fit == "floor":  # windows go in as they are; the patch grid floors them

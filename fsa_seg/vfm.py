@@ -49,6 +49,12 @@ class ProxyFeatures(nn.Module):
     def forward(self, img: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def token_shape(self, height: int, width: int) -> Optional[Tuple[int, int, int]]:
+        """``(tokens, width, grid tokens)`` on one ``height x width`` crop: the tokens and width of the model's
+        blocks and the size of the output grid, for memory estimates
+        (:meth:`fsa_seg.clip_model.CLIPSegModel.crop_memory_bytes`); None: unknown."""
+        return None
+
 
 #: elements of the largest temporary a lean SAM attention call keeps (scores + bias of one query chunk, all
 #: crops and heads): 2**24 = 64 MiB in fp32
@@ -130,6 +136,14 @@ class SAMImageFeatures(ProxyFeatures):
         super().__init__()
         self.image_encoder = lean_sam_attention(image_encoder)
         self.input_size = input_size
+
+    def token_shape(self, height: int, width: int) -> Tuple[int, int, int]:
+        """The 1024 x 1024 input's grid, padded to the window size (the window blocks' layout)."""
+        proj = self.image_encoder.patch_embed.proj
+        grid = self.input_size // proj.kernel_size[0]
+        window = max([b.window_size for b in self.image_encoder.blocks] + [1])
+        side = -(-grid // window) * window
+        return side * side, proj.out_channels, grid * grid
 
     def forward(self, img: Tensor) -> Tensor:
         img = F.interpolate(img, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -238,6 +252,12 @@ class TimmViTFeatures(ProxyFeatures):
         x = vit.pos_drop(x + pos.to(x.dtype))
         x = vit.norm_pre(vit.patch_drop(x))
         return vit.norm(vit.blocks(x))
+
+    def token_shape(self, height: int, width: int) -> Tuple[int, int, int]:
+        if self.resize_to:
+            height = width = self.resize_to
+        grid = (height // self.patch) * (width // self.patch)
+        return self.vit.num_prefix_tokens + grid, self.vit.embed_dim, grid
 
     def forward(self, img: Tensor) -> Tensor:
         if self.resize_to:
