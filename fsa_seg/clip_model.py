@@ -30,6 +30,7 @@ from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
 from .last_block import LAST_BLOCKS, LastBlockAttention, build_last_block
 from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, VariantError
 from .pamr import PAMR
+from .progress import Progress
 from .vfm import build_vfm
 
 # ImageNet statistics in 0..1, used by the proxy VFMs.
@@ -194,8 +195,15 @@ class CLIPSegModel(OpenVocabModel):
         if path and os.path.isfile(path):
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached.get("key") == cache_key:
+                print(f"text embeddings: {self.num_queries} queries from the cache ({path})", flush=True)
                 return cached["embeddings"]
-        emb = self.backbone.encode_text(self.query_words, templates).cpu()
+        print(f"text embeddings: encoding {self.num_queries} queries x {len(templates)} prompt templates with "
+              f"the text tower" + (f" (cached afterwards in {path})" if path else ""), flush=True)
+        progress = Progress(self.num_queries, "queries") if self.num_queries > 1 else None
+        emb = self.backbone.encode_text(self.query_words, templates,
+                                        progress=(lambda word: progress.update(1, word)) if progress else None).cpu()
+        if progress is not None:
+            progress.close()
         if path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.save({"key": cache_key, "embeddings": emb}, path)

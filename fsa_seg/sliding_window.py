@@ -73,7 +73,7 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
     one runs (so only one batch of score maps is alive at a time, plus ``len(score_fns)`` sums per image).
     Windows, batches and sums are those of :func:`slide_inference`: ``score_fns[k]`` gives exactly the scores
     that ``slide_inference`` with ``score_fns[k](shared_fn(.))`` gives. ``progress(done, total)`` (optional) is
-    called after each batch with the windows done so far.
+    called before the first batch (``done=0``) and after each batch with the windows done so far.
     """
     jobs = []  # (image index, window, padding), grouped by padded window shape
     for idx, img in enumerate(images):
@@ -88,6 +88,8 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
     for job in jobs:
         _, (y1, y2, x1, x2), (l, r, t, b) = job
         by_shape.setdefault((y2 - y1 + t + b, x2 - x1 + l + r), []).append(job)
+    if progress is not None:
+        progress(0, len(jobs))
     for group in by_shape.values():
         for chunk in _chunks(group, crop_batch_size):
             crops = torch.stack([F.pad(images[i][:, y1:y2, x1:x2], pad) for i, (y1, y2, x1, x2), pad in chunk])
