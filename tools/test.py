@@ -33,6 +33,7 @@ from fsa_seg.apis.config import ConfigKeyError, load_config
 from fsa_seg.apis.evaluate import evaluate
 from fsa_seg.apis.one_pass import evaluate_variants, variant_dirname, variant_grid
 from fsa_seg.apis.sweep import SweepError, parse_grid
+from fsa_seg.open_vocab import CropMemoryError
 from fsa_seg.weights import WeightsUnavailableError
 
 # Exit codes: 2 = bad input the user can fix (message says how); 1 = unexpected failure.
@@ -69,7 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                               args.cfg_options, args.launcher, resume=args.resume)
         else:
             evaluate(args.config, args.cfg_options, args.work_dir, args.launcher, resume=args.resume)
-    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError) as err:
+    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError,
+            CropMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0
