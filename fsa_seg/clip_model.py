@@ -212,9 +212,9 @@ class CLIPSegModel(OpenVocabModel):
     def crop_memory_bytes(self) -> int:
         """Estimated peak memory (bytes) of scoring one ``slide_crop`` crop (336 for whole images), what
         ``crop_batch_size=None`` divides the available memory by. Per token of a transformer block, about
-        ``BLOCK_ACTIVATIONS`` x its width values are alive at once (input, norm, q/k/v, attention output, the MLP's
-        4x hidden layer before and after its activation), for CLIP and for the proxy; the last block keeps
-        ``LAST_BLOCK_SQUARES`` fp32 ``[N, N]`` maps of its N attention tokens (the proxy attention, its
+        ``BLOCK_ACTIVATIONS`` x its width values are alive at once (input, norm, q/k/v, attention output, residual
+        sum, the MLP's 4x hidden layer before and after its activation), for CLIP and for the proxy; the last block
+        keeps ``LAST_BLOCK_SQUARES`` fp32 ``[N, N]`` maps of its N attention tokens (the proxy attention, its
         temporaries, FSA). Attention scores are never whole (SDPA / query chunks). ``tools/benchmark.py
         --crop-memory`` prints this next to the measured peak per crop."""
         crop = self.slide_crop or 336
@@ -230,7 +230,7 @@ class CLIPSegModel(OpenVocabModel):
         return int(elt * values + 4 * self.LAST_BLOCK_SQUARES * attention_tokens ** 2)
 
     #: see :meth:`crop_memory_bytes`
-    BLOCK_ACTIVATIONS = 14
+    BLOCK_ACTIVATIONS = 16
     LAST_BLOCK_SQUARES = 6
 
     @property

@@ -38,17 +38,17 @@ def test_unset_crop_batch_size_is_chosen_from_available_memory(monkeypatch, caps
 @pytest.mark.parametrize("crop", [32, 64])
 def test_estimate_counts_both_towers_and_the_last_block(crop):
     """tiny-ViT-16 (patch 16, width 64) and tiny-dino (patch 8, width 32, one CLS token) on a crop: block values of
-    both towers (14 per token and channel, fp32) and 6 fp32 [N, N] maps of the N proxy grid tokens."""
+    both towers (16 per token and channel, fp32) and 6 fp32 [N, N] maps of the N proxy grid tokens."""
     model = CLIPSegModel(**dict(TINY, slide_crop=crop))
     clip_tokens, grid = 1 + (crop // 16) ** 2, (crop // 8) ** 2
-    expected = 4 * 14 * (clip_tokens * 64 + (1 + grid) * 32) + 4 * 6 * grid ** 2
+    expected = 4 * 16 * (clip_tokens * 64 + (1 + grid) * 32) + 4 * 6 * grid ** 2
     assert model.crop_memory_bytes() == expected
 
 
 def test_sam_estimate_uses_the_padded_window_layout_and_the_64x64_grid():
     model = CLIPSegModel(**dict(TINY, vfm="tiny-sam"))  # 1024 input, patch 16, window 8, width 32
     assert model.vfm.token_shape(32, 32) == (64 * 64, 32, 64 * 64)
-    expected = 4 * 14 * ((1 + 2 * 2) * 64 + 64 * 64 * 32) + 4 * 6 * (64 * 64) ** 2
+    expected = 4 * 16 * ((1 + 2 * 2) * 64 + 64 * 64 * 32) + 4 * 6 * (64 * 64) ** 2
     assert model.crop_memory_bytes() == expected
 
 

@@ -154,7 +154,8 @@ def crop_memory_rows(results: List[Dict]) -> List[Dict]:
             row.update(n=r.get("n"), crop=r.get("crop"), dtype=r.get("dtype"), estimate=r.get("estimate_bytes"))
     out = []
     for row in rows.values():
-        ok = {b: r for b, r in row["runs"].items() if r.get("status") == "ok" and r.get("extra_mem_bytes") is not None}
+        ok = {b: r for b, r in row["runs"].items()
+              if r.get("status") == "ok" and r.get("extra_mem_bytes") is not None}
         one = ok.get(1)
         more = max((b for b in ok if b > 1), default=None)
         row["one"] = one["extra_mem_bytes"] if one else None
@@ -177,7 +178,8 @@ def crop_memory_markdown(results: List[Dict]) -> List[str]:
            "the last block with FSA, upsampling) on 1 and on B crops of one batch; per crop = (B crops - 1 crop) / "
            "(B - 1), what each further crop of a batch adds; estimate = `crop_memory_bytes()`, what "
            "`crop_batch_size=None` divides the available memory by.\n",
-           "| proxy | N | queries | crop | dtype | 1 crop MB | B | B crops MB | per crop MB | estimate MB | 1 crop s | note |",
+           "| proxy | N | queries | crop | dtype | 1 crop MB | B | B crops MB | per crop MB | estimate MB | 1 crop s "
+           "| note |",
            "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         out.append(f"| {r['vfm']} | {r.get('n', '-')} | {r['c']} | {r.get('crop', '-')} | {r.get('dtype', '-')} | "

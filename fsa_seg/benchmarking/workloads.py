@@ -19,7 +19,8 @@ Parts (``N`` proxy tokens, ``C`` queries):
 * ``naive``      ``naive_fsa(a0, v, head)`` (fsa_seg/naive_fsa.py, the released formulation), same inputs,
                  always fp32.
 * ``crops``      ``whole`` on a batch of ``batch`` crops (``--crop-memory``: peak memory per crop, next to the
-                 estimate that sets ``crop_batch_size='auto'``, :meth:`~fsa_seg.clip_model.CLIPSegModel.crop_memory_bytes`).
+                 estimate that sets ``crop_batch_size=None``,
+                 :meth:`~fsa_seg.clip_model.CLIPSegModel.crop_memory_bytes`).
 * ``image``      end to end per image: normalisation, sliding window, resize to the image, class
                  probabilities and labels (``CLIPSegModel.predict``) on one image.
 
