@@ -26,6 +26,7 @@ The resize is computed in float32 (float64 for float64 weights) and cast to the 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from typing import Callable, Dict, Optional, Tuple
@@ -81,13 +82,10 @@ def _sam_attention_class():
 
         @classmethod
         def replacing(cls, attn: nn.Module) -> "LeanRelPosAttention":
-            dim, heads = attn.qkv.in_features, attn.num_heads
-            size = (tuple((p.shape[0] + 1) // 2 for p in (attn.rel_pos_h, attn.rel_pos_w))
-                    if attn.use_rel_pos else None)
-            lean = cls(dim, heads, qkv_bias=attn.qkv.bias is not None, use_rel_pos=attn.use_rel_pos,
-                       input_size=size)
-            lean.to(attn.qkv.weight.device, attn.qkv.weight.dtype).load_state_dict(attn.state_dict())
-            return lean.train(attn.training)
+            """This class over ``attn``'s own parameters and submodules (nothing copied or allocated)."""
+            lean = cls.__new__(cls)
+            lean.__dict__.update({k: copy.copy(v) if isinstance(v, dict) else v for k, v in attn.__dict__.items()})
+            return lean
 
         def forward(self, x: Tensor) -> Tensor:
             batch, height, width, _ = x.shape

@@ -109,6 +109,15 @@ def test_sam_features_equal_the_plain_encoder(dtype):
         torch.testing.assert_close(features(x), plain(x), **TOL[dtype])
 
 
+def test_sam_lean_attention_keeps_the_parameters():
+    from fsa_seg.vfm import _sam_attention_class
+
+    plain = _sam_attention(torch.float32)
+    lean = _sam_attention_class().replacing(plain)
+    assert lean.qkv is plain.qkv and lean.proj is plain.proj and lean.rel_pos_h is plain.rel_pos_h
+    assert list(lean.state_dict()) == list(plain.state_dict())
+
+
 def test_sam_builder_uses_lean_attention():
     from fsa_seg.vfm import _sam_attention_class, build_vfm
 
