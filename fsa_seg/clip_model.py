@@ -201,7 +201,7 @@ class CLIPSegModel(OpenVocabModel):
               f"the text tower" + (f" (cached afterwards in {path})" if path else ""), flush=True)
         progress = Progress(self.num_queries, "queries") if self.num_queries > 1 else None
         emb = self.backbone.encode_text(self.query_words, templates,
-                                        progress=(lambda word: progress.update(1, word)) if progress else None).cpu()
+                                        progress=(lambda word: progress.update(1)) if progress else None).cpu()
         if progress is not None:
             progress.close()
         if path:
