@@ -100,11 +100,10 @@ class CropMemoryError(RuntimeError):
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+    """CUDA's ``OutOfMemoryError``, Python's ``MemoryError``, or the CPU allocator's ``RuntimeError``."""
+    if isinstance(err, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
         return True
-    text = str(err)
-    return isinstance(err, (RuntimeError, MemoryError)) and (
-        isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower())
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
 
 
 class VariantError(ValueError):
@@ -321,8 +320,9 @@ class OpenVocabModel(nn.Module):
             if not _is_out_of_memory(err):
                 raise
             n, h, w = crops.shape[0], crops.shape[-2], crops.shape[-1]
-            lower = (f"model.crop_batch_size (now {n}; 1 takes the least memory)" if n > 1
-                     else "model.slide_crop (now a crop is " + f"{h}x{w})")
+            batch = self.crop_batch_size
+            lower = (f"model.crop_batch_size (now {batch}; 1 takes the least memory)" if batch > 1
+                     else f"model.slide_crop (crops of {h}x{w})")
             raise CropMemoryError(
                 f"out of memory scoring {n} crop(s) of {h}x{w} on {self.run_device}: lower {lower}, or use "
                 f"model.precision=bf16 (or fp16 on CUDA)") from None

@@ -67,9 +67,15 @@ def test_out_of_memory_says_what_to_lower(monkeypatch, error):
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("out of memory scoring 2 crop(s) of 32x32 on cpu: lower model.crop_batch_size (now 2;")
+    # the configured batch is named, not the size of a last, smaller batch
+    model.crop_batch_size = 8
+    with pytest.raises(CropMemoryError, match=r"scoring 4 crop\(s\) of 32x32 on cpu: lower model.crop_batch_size "
+                                              r"\(now 8;"):
+        model.predict([torch.zeros(3, 48, 48)])
     # one crop a batch: the crop itself is what to lower
     model.crop_batch_size = 1
-    with pytest.raises(CropMemoryError, match=r"1 crop\(s\) of 32x32 on cpu: lower model.slide_crop"):
+    with pytest.raises(CropMemoryError,
+                       match=r"1 crop\(s\) of 32x32 on cpu: lower model.slide_crop \(crops of 32x32\)"):
         model.predict([torch.zeros(3, 32, 32)])
     # variants: the shared part and the scoring are covered too
     monkeypatch.setattr(model, "crop_features", fail)
