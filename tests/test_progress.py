@@ -95,11 +95,12 @@ def test_tools_test_prints_a_line_per_image(tmp_path):
 
 @needs_voc
 def test_variants_and_sweeps_print_a_line_per_image(tmp_path):
+    # two images a batch: one line per batch, counting both
     done = run_tool("test", CONFIG, "--work-dir", tmp_path / "v", "--variants", "model.top_p=0.3,0.6",
                     "--cfg-options", *TINY, f"test_dataloader.dataset.data_root={SHARED_VOC}",
-                    "test_dataloader.dataset.indices=2")
+                    "test_dataloader.dataset.indices=2", "test_dataloader.batch_size=2")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert [line[:2] for line in image_lines(done.stdout)] == [("1", "2"), ("2", "2")]
+    assert [line[:2] for line in image_lines(done.stdout)] == [("2", "2")]
 
     done = run_tool("sweep", CONFIG, "--grid", "model.lamda=2", "--data-root", f"voc21={SHARED_VOC}", "--work-dir",
                     tmp_path / "s", "--cfg-options", *TINY, "test_dataloader.dataset.indices=2")
@@ -119,3 +120,20 @@ def test_demo_shows_crops_and_the_text_embedding_line(tmp_path):
     crops = re.findall(r"^crops (\d+)/(\d+) \(\d+%\)  (\S+) crops/s  ETA (\S+)$", done.stdout, re.M)
     assert [(d, t) for d, t, *_ in crops] == [("0", "6"), ("2", "6"), ("4", "6"), ("6", "6")]
     assert "text embeddings: encoding 3 queries x 1 prompt templates" in done.stdout
+
+
+def test_text_embedding_lines_built_then_cached(tmp_path, monkeypatch, capsys):
+    from fsa_seg.clip_model import CLIPSegModel
+
+    monkeypatch.setenv("FSA_SEG_CACHE", str(tmp_path))
+    model = CLIPSegModel(name_path="voc21", clip_model="tiny-ViT-16", vfm="tiny-dino", random_weights=True,
+                         cache_text=False, templates="single")
+    capsys.readouterr()
+    model._text_embeddings(("a photo of a {}.", "a {}."), cache_key="tiny|progress")
+    out = capsys.readouterr().out.splitlines()
+    path = next(tmp_path.rglob("*.pt"))
+    assert out[0] == f"text embeddings: encoding 46 queries x 2 prompt templates with the text tower (cached " \
+                     f"afterwards in {path})"
+    assert [line.split("  ")[0] for line in out[1:]] == [f"queries {k}/46 ({100 * k // 46}%)" for k in range(1, 47)]
+    model._text_embeddings(("a photo of a {}.", "a {}."), cache_key="tiny|progress")
+    assert capsys.readouterr().out == f"text embeddings: 46 queries from the cache ({path})\n"
