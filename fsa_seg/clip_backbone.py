@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import open_clip
 import torch
@@ -140,8 +140,10 @@ class CLIPBackbone(nn.Module):
         return F.normalize(x, dim=-1)
 
     @torch.no_grad()
-    def encode_text(self, queries: Sequence[str], templates: Sequence, batch_size: int = 256) -> Tensor:
-        """Prompt-ensembled, L2-normalised text embeddings ``[Q, E]`` (mean over normalised templates)."""
+    def encode_text(self, queries: Sequence[str], templates: Sequence, batch_size: int = 256,
+                    progress: Optional[Callable[[str], None]] = None) -> Tensor:
+        """Prompt-ensembled, L2-normalised text embeddings ``[Q, E]`` (mean over normalised templates);
+        ``progress(query)`` (optional) after each query."""
         if not queries:
             raise ValueError("no class names to encode (empty class list)")
         device = self.visual.proj.device
@@ -153,4 +155,6 @@ class CLIPBackbone(nn.Module):
                 tokens = self.tokenizer(prompts[start:start + batch_size]).to(device)
                 feats.append(F.normalize(self.clip.encode_text(tokens).float(), dim=-1))
             out.append(F.normalize(torch.cat(feats).mean(dim=0), dim=-1))
+            if progress is not None:
+                progress(query)
         return torch.stack(out)

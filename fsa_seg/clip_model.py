@@ -30,6 +30,7 @@ from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
 from .last_block import LAST_BLOCKS, LastBlockAttention, build_last_block
 from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, VariantError
 from .pamr import PAMR
+from .progress import Progress
 from .vfm import build_vfm
 
 # ImageNet statistics in 0..1, used by the proxy VFMs.
@@ -194,12 +195,43 @@ class CLIPSegModel(OpenVocabModel):
         if path and os.path.isfile(path):
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached.get("key") == cache_key:
+                print(f"text embeddings: {self.num_queries} queries from the cache ({path})", flush=True)
                 return cached["embeddings"]
-        emb = self.backbone.encode_text(self.query_words, templates).cpu()
+        print(f"text embeddings: encoding {self.num_queries} queries x {len(templates)} prompt templates with "
+              f"the text tower" + (f" (cached afterwards in {path})" if path else ""), flush=True)
+        progress = Progress(self.num_queries, "queries") if self.num_queries > 1 else None
+        emb = self.backbone.encode_text(self.query_words, templates,
+                                        progress=(lambda word: progress.update(1)) if progress else None).cpu()
+        if progress is not None:
+            progress.close()
         if path:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             torch.save({"key": cache_key, "embeddings": emb}, path)
         return emb
+
+    def crop_memory_bytes(self) -> int:
+        """Estimated peak memory (bytes) of scoring one ``slide_crop`` crop (336 for whole images), what
+        ``crop_batch_size=None`` divides the available memory by. Per token of a transformer block, about
+        ``BLOCK_ACTIVATIONS`` x its width values are alive at once (input, norm, q/k/v, attention output, residual
+        sum, the MLP's 4x hidden layer before and after its activation), for CLIP and for the proxy; the last block
+        keeps ``LAST_BLOCK_SQUARES`` fp32 ``[N, N]`` maps of its N attention tokens (the proxy attention, its
+        temporaries, FSA). Attention scores are never whole (SDPA / query chunks). ``tools/benchmark.py
+        --crop-memory`` prints this next to the measured peak per crop."""
+        crop = self.slide_crop or 336
+        elt = torch.finfo(self.run_dtype).bits // 8
+        ph, pw = self.backbone.patch_size
+        clip_tokens = 1 + (crop // ph) * (crop // pw)
+        values = clip_tokens * self.backbone.visual.transformer.width * self.BLOCK_ACTIVATIONS
+        attention_tokens = clip_tokens
+        shape = self.vfm.token_shape(crop, crop) if self.vfm is not None else None
+        if shape is not None:
+            values += shape[0] * shape[1] * self.BLOCK_ACTIVATIONS
+            attention_tokens = shape[2]
+        return int(elt * values + 4 * self.LAST_BLOCK_SQUARES * attention_tokens ** 2)
+
+    #: see :meth:`crop_memory_bytes`
+    BLOCK_ACTIVATIONS = 16
+    LAST_BLOCK_SQUARES = 6
 
     @property
     def pad_multiple(self) -> int:

@@ -100,7 +100,8 @@ def proxy_attention(proxy: Tensor, beta: float = 1.2, gamma: float = 3.0) -> Ten
     """
     feats = F.normalize(proxy.flatten(2).float(), dim=1)
     sim = torch.bmm(feats.transpose(1, 2), feats)
-    sim = (sim - sim.mean(dim=(1, 2), keepdim=True) * beta) * gamma
+    # in place (the same operations): one [B, N, N] fp32 map alive besides the softmax's output, not three
+    sim.sub_(sim.mean(dim=(1, 2), keepdim=True) * beta).mul_(gamma)
     sim.masked_fill_(sim < 0.0, float("-inf"))
     return sim.softmax(dim=-1).to(proxy.dtype)
 

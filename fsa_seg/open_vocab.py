@@ -60,6 +60,52 @@ def suppress_small_classes(probabilities: Tensor, area_thd: float) -> Tensor:
     return out
 
 
+#: ``crop_batch_size=None`` ('auto'): the share of the available memory the crop batch may take, and the
+#: largest batch chosen (beyond it a batch is no faster on a CPU and takes memory other work may need)
+AUTO_MEMORY_SHARE = 0.5
+AUTO_MAX_CROPS = 8
+
+
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes a run may still use on ``device``: free CUDA memory (``torch.cuda.mem_get_info``), or the system's
+    available memory (psutil, else Linux ``MemAvailable``); None when unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def auto_crop_batch_size(per_crop_bytes: Optional[int], available: Optional[int]) -> int:
+    """Crops per batch for ``crop_batch_size=None``: as many as fit in ``AUTO_MEMORY_SHARE`` of the available
+    memory at ``per_crop_bytes`` each, between 1 and ``AUTO_MAX_CROPS`` (1 when either is unknown)."""
+    if not per_crop_bytes or not available:
+        return 1
+    return int(max(1, min(AUTO_MAX_CROPS, AUTO_MEMORY_SHARE * available // per_crop_bytes)))
+
+
+class CropMemoryError(RuntimeError):
+    """Out of memory while scoring a batch of crops; the message (one line) says what to lower."""
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, Python's ``MemoryError``, or the CPU allocator's ``RuntimeError``."""
+    if isinstance(err, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
+
+
 class VariantError(ValueError):
     """A setting that cannot be one of several variants of one pass; the message (one line) says why."""
 
@@ -85,7 +131,8 @@ class OpenVocabModel(nn.Module):
             classes (NACLIP's released code); the labels are taken before, so they are unaffected.
         logit_scale: CLIP's softmax scale over the query logits.
         slide_crop, slide_stride: sliding window (``slide_crop=0``: the whole image in one window).
-        crop_batch_size: windows scored together.
+        crop_batch_size: windows scored together; None ('auto'): chosen on first use from the memory available
+            on the device and :meth:`crop_memory_bytes` (:func:`auto_crop_batch_size`).
         precision, device: see :func:`resolve_device_dtype`.
     """
 
@@ -103,7 +150,7 @@ class OpenVocabModel(nn.Module):
 
     def __init__(self, name_path: str, prob_thd: float = 0.0, area_thd: Optional[float] = None,
                  renormalize: bool = False, logit_scale: float = 40.0, slide_crop: int = 336,
-                 slide_stride: int = 112, crop_batch_size: int = 8, precision: str = "auto",
+                 slide_stride: int = 112, crop_batch_size: Optional[int] = None, precision: str = "auto",
                  device: Optional[str] = None) -> None:
         super().__init__()
         self._set_queries(*load_class_names(name_path))
@@ -112,12 +159,37 @@ class OpenVocabModel(nn.Module):
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise ValueError(f"slide_crop must be >= 0 (0 = whole image) and slide_stride > 0, "
                              f"got {slide_crop} / {slide_stride}")
-        if crop_batch_size < 1:
-            raise ValueError(f"crop_batch_size must be positive, got {crop_batch_size}")
+        if crop_batch_size is not None and (isinstance(crop_batch_size, bool) or int(crop_batch_size) < 1):
+            raise ValueError(f"crop_batch_size must be a positive integer or None (auto), got {crop_batch_size}")
         self.slide_crop = int(slide_crop)
         self.slide_stride = int(slide_stride)
-        self.crop_batch_size = int(crop_batch_size)
+        self._crop_batch_size = None if crop_batch_size is None else int(crop_batch_size)
         self.run_device, self.run_dtype = resolve_device_dtype(precision, device)
+        #: called as ``crop_progress(done, total)`` after each crop batch of :meth:`image_scores` (e.g. a progress
+        #: bar over one large image's windows); None: silent
+        self.crop_progress = None
+
+    @property
+    def crop_batch_size(self) -> int:
+        """Windows scored together: the configured number, or for ``None`` the automatic choice, made on first use
+        (:func:`auto_crop_batch_size` of :meth:`crop_memory_bytes` and the memory available then) and printed."""
+        if self._crop_batch_size is None:
+            per_crop, available = self.crop_memory_bytes(), available_memory(self.run_device)
+            self._crop_batch_size = auto_crop_batch_size(per_crop, available)
+            if per_crop and available:
+                print(f"crop_batch_size auto: {self._crop_batch_size} (about {per_crop / 2 ** 20:,.0f} MiB per crop, "
+                      f"{available / 2 ** 30:.1f} GiB available on {self.run_device.type}; set "
+                      f"model.crop_batch_size to fix it)", flush=True)
+        return self._crop_batch_size
+
+    @crop_batch_size.setter
+    def crop_batch_size(self, value: Optional[int]) -> None:
+        self._crop_batch_size = None if value is None else int(value)
+
+    def crop_memory_bytes(self) -> Optional[int]:
+        """Estimated peak memory of scoring one crop (bytes), for ``crop_batch_size=None``; None: unknown (then
+        one crop a batch). A subclass that knows its shapes says."""
+        return None
 
     def _set_output_settings(self, prob_thd: float, area_thd: Optional[float], renormalize: bool,
                              logit_scale: float) -> None:
@@ -231,12 +303,29 @@ class OpenVocabModel(nn.Module):
         out = []
         for group, crop, stride in self._window_groups(images):
             out += slide_inference(group, self._scores_on_device, self.num_queries, crop, stride,
-                                   pad_multiple=self.pad_multiple, crop_batch_size=self.crop_batch_size)
+                                   pad_multiple=self.pad_multiple, crop_batch_size=self.crop_batch_size,
+                                   progress=self.crop_progress)
         return out
 
     def _scores_on_device(self, crops: Tensor) -> Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), self.memory_hint(crops):
             return self.crop_scores(crops.to(self.run_device, self.run_dtype))
+
+    @contextmanager
+    def memory_hint(self, crops: Tensor) -> Iterator[None]:
+        """Turn an out-of-memory error of a crop batch into :class:`CropMemoryError`, one line saying what to lower."""
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001 - only out-of-memory errors are replaced
+            if not _is_out_of_memory(err):
+                raise
+            n, h, w = crops.shape[0], crops.shape[-2], crops.shape[-1]
+            batch = self.crop_batch_size
+            lower = (f"model.crop_batch_size (now {batch}; 1 takes the least memory)" if batch > 1
+                     else f"model.slide_crop (crops of {h}x{w})")
+            raise CropMemoryError(
+                f"out of memory scoring {n} crop(s) of {h}x{w} on {self.run_device}: lower {lower}, or use "
+                f"model.precision=bf16 (or fp16 on CUDA)") from None
 
     def scores_at(self, scores: Tensor, image: Tensor, size: Tuple[int, int]) -> Tensor:
         """One image's query scores resized to ``size`` (its original size), then :meth:`refine_scores`."""
@@ -325,13 +414,14 @@ class OpenVocabModel(nn.Module):
         then :meth:`scores_from_features` once per group of states that differ only in ``POST_SCORE_KEYS``
         (those states share the same tensors)."""
         def shared(crops: Tensor):
-            crops = crops.to(self.run_device, self.run_dtype)
-            return self.crop_features(crops), crops
+            with self.memory_hint(crops):
+                crops = crops.to(self.run_device, self.run_dtype)
+                return self.crop_features(crops), crops
 
         def scorer(state):
             def score(shared_out) -> Tensor:
                 features, crops = shared_out
-                with self.use_variant(state):
+                with self.use_variant(state), self.memory_hint(crops):
                     return self.scores_from_features(features, crops)
             return score
 
@@ -341,7 +431,7 @@ class OpenVocabModel(nn.Module):
             for group, crop, stride in self._window_groups(images):
                 out += slide_inference_shared(group, shared, [scorer(state) for state in scoring], self.num_queries,
                                               crop, stride, pad_multiple=self.pad_multiple,
-                                              crop_batch_size=self.crop_batch_size)
+                                              crop_batch_size=self.crop_batch_size, progress=self.crop_progress)
         return [[per_image[g] for g in index] for per_image in out]
 
     def predict_variants(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]],

@@ -7,7 +7,7 @@ the window, summed into the image and divided by the number of windows covering 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,8 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tensor], num_outputs: int,
                     crop: Tuple[int, int], stride: Tuple[int, int], pad_multiple: int = 1,
-                    crop_batch_size: int = 8) -> List[Tensor]:
+                    crop_batch_size: int = 8, progress: Optional[Callable[[int, int], None]] = None
+                    ) -> List[Tensor]:
     """Scores ``[num_outputs, H, W]`` for each image ``[3, H, W]`` of ``images`` (sizes may differ).
 
     ``score_fn`` maps a batch of equally sized (padded) windows ``[n, 3, h, w]`` to ``[n, num_outputs, h, w]``.
@@ -55,14 +56,15 @@ def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tenso
     the same windows, hence the same scores, as the images one by one.
     """
     per_image = slide_inference_shared(images, lambda crops: crops, [score_fn], num_outputs, crop, stride,
-                                       pad_multiple, crop_batch_size)
+                                       pad_multiple, crop_batch_size, progress)
     return [scores for (scores,) in per_image]
 
 
 def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor], Any],
                            score_fns: Sequence[Callable[[Any], Tensor]], num_outputs: int,
                            crop: Tuple[int, int], stride: Tuple[int, int], pad_multiple: int = 1,
-                           crop_batch_size: int = 8) -> List[List[Tensor]]:
+                           crop_batch_size: int = 8, progress: Optional[Callable[[int, int], None]] = None
+                           ) -> List[List[Tensor]]:
     """:func:`slide_inference` for several scorings that share a first stage: per image, one score map
     ``[num_outputs, H, W]`` per function of ``score_fns``.
 
@@ -70,7 +72,8 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
     another, and each ``[n, num_outputs, h, w]`` result is added into its own per-image sums before the next
     one runs (so only one batch of score maps is alive at a time, plus ``len(score_fns)`` sums per image).
     Windows, batches and sums are those of :func:`slide_inference`: ``score_fns[k]`` gives exactly the scores
-    that ``slide_inference`` with ``score_fns[k](shared_fn(.))`` gives.
+    that ``slide_inference`` with ``score_fns[k](shared_fn(.))`` gives. ``progress(done, total)`` (optional) is
+    called before the first batch (``done=0``) and after each batch with the windows done so far.
     """
     jobs = []  # (image index, window, padding), grouped by padded window shape
     for idx, img in enumerate(images):
@@ -81,9 +84,12 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
                for img in images]
     counts = [img.new_zeros((1, *img.shape[-2:]), dtype=torch.float32) for img in images]
     by_shape = {}
+    done = 0
     for job in jobs:
         _, (y1, y2, x1, x2), (l, r, t, b) = job
         by_shape.setdefault((y2 - y1 + t + b, x2 - x1 + l + r), []).append(job)
+    if progress is not None:
+        progress(0, len(jobs))
     for group in by_shape.values():
         for chunk in _chunks(group, crop_batch_size):
             crops = torch.stack([F.pad(images[i][:, y1:y2, x1:x2], pad) for i, (y1, y2, x1, x2), pad in chunk])
@@ -96,4 +102,7 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
             del shared
             for i, (y1, y2, x1, x2), _ in chunk:
                 counts[i][:, y1:y2, x1:x2] += 1
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(jobs))
     return [[out / cnt for out in outs] for outs, cnt in zip(outputs, counts)]

@@ -26,6 +26,8 @@ The resize is computed in float32 (float64 for float64 weights) and cast to the 
 """
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from typing import Callable, Dict, Optional, Tuple
 
@@ -48,14 +50,98 @@ class ProxyFeatures(nn.Module):
     def forward(self, img: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def token_shape(self, height: int, width: int) -> Optional[Tuple[int, int, int]]:
+        """``(tokens, width, grid tokens)`` on one ``height x width`` crop: the tokens and width of the model's
+        blocks and the size of the output grid, for memory estimates
+        (:meth:`fsa_seg.clip_model.CLIPSegModel.crop_memory_bytes`); None: unknown."""
+        return None
+
+
+#: elements of the largest temporary a lean SAM attention call keeps (scores + bias of one query chunk, all
+#: crops and heads): 2**24 = 64 MiB in fp32
+SAM_ATTENTION_CHUNK_ELEMENTS = 2 ** 24
+
+
+@functools.lru_cache(maxsize=None)
+def _sam_attention_class():
+    from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+
+    class LeanRelPosAttention(Attention):
+        """segment_anything's ``Attention`` (same parameters, same numbers), computed without its
+        ``[B * heads, HW, HW]`` score matrix: the queries go through ``F.scaled_dot_product_attention`` in chunks,
+        each with its own slice of the decomposed relative-position bias as the additive mask.
+
+        The released forward adds ``rel_h[q, kh] + rel_w[q, kw]`` (from the *unscaled* queries) to the scaled
+        scores of every query ``q`` and key ``(kh, kw)``, then takes the softmax over the keys: rows are
+        independent, so any split of the queries gives the same rows. A chunk holds at most ``chunk_elements``
+        scores (all crops and heads); on SAM's 64 x 64 global blocks that is 64 MiB instead of 12 x 4096 x 4096
+        fp32 scores (805 MB) plus as much again for the bias and the softmax, per crop.
+        """
+
+        chunk_elements: int = SAM_ATTENTION_CHUNK_ELEMENTS
+
+        @classmethod
+        def replacing(cls, attn: nn.Module) -> "LeanRelPosAttention":
+            """This class over ``attn``'s own parameters and submodules (nothing copied or allocated)."""
+            lean = cls.__new__(cls)
+            lean.__dict__.update({k: copy.copy(v) if isinstance(v, dict) else v for k, v in attn.__dict__.items()})
+            return lean
+
+        def forward(self, x: Tensor) -> Tensor:
+            batch, height, width, _ = x.shape
+            tokens, heads = height * width, self.num_heads
+            qkv = self.qkv(x).reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.reshape(3, batch * heads, tokens, -1).unbind(0)
+            if self.use_rel_pos:  # rel_h [BH, HW, H] and rel_w [BH, HW, W], as add_decomposed_rel_pos builds them
+                r_q = q.reshape(batch * heads, height, width, -1)
+                rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, get_rel_pos(height, height, self.rel_pos_h))
+                rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, get_rel_pos(width, width, self.rel_pos_w))
+                rel_h, rel_w = rel_h.reshape(batch * heads, tokens, height), rel_w.reshape(batch * heads, tokens, width)
+            chunk = max(1, self.chunk_elements // (batch * heads * tokens))
+            out = torch.empty_like(q)
+            for start in range(0, tokens, chunk):
+                rows = slice(start, start + chunk)
+                bias = None
+                if self.use_rel_pos:
+                    bias = (rel_h[:, rows, :, None] + rel_w[:, rows, None, :]).flatten(2)
+                out[:, rows] = F.scaled_dot_product_attention(q[:, rows], k, v, attn_mask=bias, scale=self.scale)
+            out = out.view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4).reshape(batch, height, width, -1)
+            return self.proj(out)
+
+    return LeanRelPosAttention
+
+
+def lean_sam_attention(image_encoder: nn.Module) -> nn.Module:
+    """Replace every attention module of a segment_anything ``ImageEncoderViT`` (in place) by the lean one of
+    :func:`_sam_attention_class` (same parameters, same numbers); returns the encoder."""
+    from segment_anything.modeling.image_encoder import Attention
+
+    lean_class = _sam_attention_class()
+    for block in image_encoder.blocks:
+        if isinstance(block.attn, Attention) and not isinstance(block.attn, lean_class):
+            block.attn = lean_class.replacing(block.attn)
+    return image_encoder
+
 
 class SAMImageFeatures(ProxyFeatures):
-    """SAM ViT-B image encoder on the crop resized to its 1024 x 1024 input (Kirillov et al., 2023)."""
+    """SAM ViT-B image encoder on the crop resized to its 1024 x 1024 input (Kirillov et al., 2023).
+
+    The encoder's attention modules are replaced in place by lean ones (:func:`lean_sam_attention`): the global
+    blocks attend over 64 x 64 tokens, whose score matrices would otherwise take ~1.6 GB per crop in fp32.
+    """
 
     def __init__(self, image_encoder: nn.Module, input_size: int = 1024) -> None:
         super().__init__()
-        self.image_encoder = image_encoder
+        self.image_encoder = lean_sam_attention(image_encoder)
         self.input_size = input_size
+
+    def token_shape(self, height: int, width: int) -> Tuple[int, int, int]:
+        """The 1024 x 1024 input's grid, padded to the window size (the window blocks' layout)."""
+        proj = self.image_encoder.patch_embed.proj
+        grid = self.input_size // proj.kernel_size[0]
+        window = max([b.window_size for b in self.image_encoder.blocks] + [1])
+        side = -(-grid // window) * window
+        return side * side, proj.out_channels, grid * grid
 
     def forward(self, img: Tensor) -> Tensor:
         img = F.interpolate(img, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
@@ -118,6 +204,17 @@ POS_EMBED_RESIZES: Dict[str, Optional[PosEmbedResize]] = {
 }
 
 
+def fused_timm_attention(vit: nn.Module) -> nn.Module:
+    """Turn on timm's fused attention (``F.scaled_dot_product_attention``, same numbers) in every attention module
+    of ``vit`` that has the switch: timm picks it per process (``TIMM_FUSED_ATTN``, its export mode), and its
+    plain path keeps the ``[B, heads, N, N]`` scores (DINO ViT-B/8 on a 336 crop: 12 x 1765^2 per crop and block).
+    Returns ``vit``."""
+    for module in vit.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = True
+    return vit
+
+
 class TimmViTFeatures(ProxyFeatures):
     """Normalised patch tokens of the last block of a timm ViT (prefix tokens dropped).
 
@@ -130,7 +227,7 @@ class TimmViTFeatures(ProxyFeatures):
         super().__init__()
         if pos_embed not in POS_EMBED_RESIZES:
             raise ValueError(f"unknown pos_embed resize '{pos_embed}'; choose one of {list(POS_EMBED_RESIZES)}")
-        self.vit = vit
+        self.vit = fused_timm_attention(vit)
         self.resize_to = resize_to
         self.pos_embed = pos_embed
         ps = vit.patch_embed.patch_size
@@ -153,6 +250,12 @@ class TimmViTFeatures(ProxyFeatures):
         x = vit.pos_drop(x + pos.to(x.dtype))
         x = vit.norm_pre(vit.patch_drop(x))
         return vit.norm(vit.blocks(x))
+
+    def token_shape(self, height: int, width: int) -> Tuple[int, int, int]:
+        if self.resize_to:
+            height = width = self.resize_to
+        grid = (height // self.patch) * (width // self.patch)
+        return self.vit.num_prefix_tokens + grid, self.vit.embed_dim, grid
 
     def forward(self, img: Tensor) -> Tensor:
         if self.resize_to:
@@ -253,7 +356,7 @@ def _tiny_builder(kind: str) -> Callable[..., ProxyFeatures]:
 
             return SAMImageFeatures(ImageEncoderViT(img_size=1024, patch_size=16, embed_dim=32, depth=2,
                                                     num_heads=2, out_chans=16, window_size=8,
-                                                    global_attn_indexes=(1,)))
+                                                    global_attn_indexes=(1,), use_rel_pos=True))
         from timm.models.vision_transformer import VisionTransformer
 
         return TimmViTFeatures(VisionTransformer(patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0,

@@ -225,3 +225,28 @@ def test_unknown_names_are_a_one_line_usage_error(args, message):
     done = run_tool('benchmark', *args, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"benchmark.py: error: {message}")
+
+
+def test_crop_memory_reports_each_proxy_per_crop(tmp_path):
+    """--crop-memory: each proxy's per-crop forward on 1 and 3 crops, the per-crop difference and the estimate that
+    sets crop_batch_size=None, in the JSON, the markdown table and the printed lines (no timing asserted)."""
+    done = run_tool('benchmark', '--crop-memory', 'tiny-dino', '--crop-batch', '3', '--c', '3',
+                    '--repeats', '1', '--warmup', '0', '--in-process', '--work-dir', tmp_path, *TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report, md = _read(tmp_path)
+    for vfm, n in (('tiny-dino', 64),):
+        one, three = _row(report, 'crops', vfm=vfm, batch=1), _row(report, 'crops', vfm=vfm, batch=3)
+        assert one['status'] == three['status'] == 'ok' and one['n'] == three['n'] == n
+        assert one['estimate_bytes'] == three['estimate_bytes'] > 0
+        assert f'{vfm} proxy, C=3: extra peak' in done.stdout
+    assert '## Peak memory per crop' in md and '| tiny-dino | 64 | 3 | 64 | float32 |' in md
+    assert not any(r['part'] == 'crops' for r in report['ratios'])
+
+
+def test_crop_memory_rows_take_the_difference_per_extra_crop():
+    from fsa_seg.benchmarking.runner import crop_memory_rows
+
+    runs = [dict(part='crops', vfm='sam', c=46, batch=b, status='ok', extra_mem_bytes=m, median_s=1.0, n=4096,
+                 estimate_bytes=7) for b, m in ((1, 500), (4, 1100))]
+    (row,) = crop_memory_rows(runs)
+    assert (row['one'], row['many'], row['batch'], row['per_crop'], row['estimate']) == (500, 1100, 4, 200, 7)

@@ -8,6 +8,7 @@
     python tools/benchmark.py --image path/to/img.jpg --cfg-options model.vfm=dino
     python tools/benchmark.py --sweep [--sweep-images 2] [--image-size 448x336]  # one pass vs separate runs
     python tools/benchmark.py --sam3 --repeats 1 --warmup 1       # SAM3 at full size: baseline vs each FSA variant
+    python tools/benchmark.py --crop-memory --repeats 1           # peak memory per crop of each proxy
     python tools/benchmark.py --sam3 --parts sam3_step --sam3-variants last_layer,output --sam3-present 4,46
 
 Parts (see fsa_seg/benchmarking/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
@@ -36,6 +37,11 @@ first; prints the wall times, the ratio (medians) and whether the predictions ar
 (``WORK_DIR/sweep.json``, ``WORK_DIR/sweep.md``); ``--wait-quiet S`` waits for idle CPUs before each timed block,
 and each block's ``others`` says how many cores other processes used meanwhile.
 
+``--crop-memory [sam,dino,...]``: each proxy's per-crop forward (part ``crops``: CLIP to its last block, the proxy,
+the last block with FSA) on 1 and on ``--crop-batch`` crops in one batch, C = 46 queries unless ``--c``; the report
+gives the extra peak of both, what each further crop adds, and the estimate ``crop_batch_size=None`` uses
+(``CLIPSegModel.crop_memory_bytes``). Memory is measured as for every part; nothing is asserted.
+
 SAM3 (``--sam3``, ``--sam3 tiny`` for the tiny test config; fsa_seg/benchmarking/sam3_workloads.py): one crop at
 SAM3's input size with ``--c`` prompts (default 46), random weights at SAM3's full size, config
 ``configs/fsa_sam3_voc21.py`` unless ``--config``: parts ``sam3_base`` (crop forward without FSA), ``sam3_fsa`` (with
@@ -49,8 +55,8 @@ import os
 import sys
 from typing import List, Optional
 
-from fsa_seg.benchmarking.runner import (ALL_PARTS, DEFAULT_C, DEFAULT_N, parse_choices, parse_ints, render,
-                                         run_benchmark)
+from fsa_seg.benchmarking.runner import (ALL_PARTS, CROP_MEMORY_VFMS, DEFAULT_C, DEFAULT_N, parse_choices,
+                                         parse_ints, render, run_benchmark)
 from fsa_seg.benchmarking.sam3_workloads import SAM3_PARTS, SAM3_SIZES, SAM3_VARIANTS
 from fsa_seg.benchmarks import REPO_ROOT
 
@@ -93,6 +99,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="rounds of both ways for --sweep, alternating which runs first (medians reported)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="no measurement: merge these result files into WORK_DIR/NAME.json and NAME.md")
+    p.add_argument("--crop-memory", nargs="?", const=",".join(CROP_MEMORY_VFMS), default=None, metavar="PROXIES",
+                   help="peak memory per crop of each proxy's per-crop forward (default: sam,dino,dinov2,mae), "
+                        "on 1 and --crop-batch crops, with the estimate that sets crop_batch_size=None")
+    p.add_argument("--crop-batch", type=int, default=2, help="the larger crop batch of --crop-memory")
     p.add_argument("--sam3", nargs="?", const="full", default=None, choices=SAM3_SIZES,
                    help="benchmark SAM3 (+ FSA) on one crop, at SAM3's full size (or 'tiny')")
     p.add_argument("--sam3-variants", default=",".join(v for v in SAM3_VARIANTS if v != "config"),
@@ -112,6 +122,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.c = args.c or [46]
         args.parts = args.parts or ",".join(SAM3_PARTS)
     args.config = args.config or "configs/fsa_proxy_sam_voc.py"
+    if args.crop_memory:
+        if args.sam3 or args.image or args.sweep:
+            p.error("--crop-memory measures the CLIP models' per-crop forward on its own (no --sam3, --image, --sweep)")
+        args.c = args.c or [46]
     args.c = args.c or list(DEFAULT_C)
     if args.parts is None:
         args.parts = "" if args.image else ",".join(ALL_PARTS)
@@ -119,6 +133,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if args.sam3:
             parse_choices(args.parts, SAM3_PARTS, "SAM3 part")
             parse_choices(args.sam3_variants, SAM3_VARIANTS, "SAM3 variant")
+        elif args.crop_memory:
+            from fsa_seg.vfm import list_vfms
+
+            parse_choices(args.crop_memory, list_vfms(), "proxy")
         else:
             parse_choices(args.parts, ALL_PARTS, "part")
     except ValueError as err:

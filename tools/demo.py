@@ -22,8 +22,12 @@ Writes to DIR, for IMAGE named ``photo.jpg``:
 * ``photo_shares.json`` / ``photo_shares.csv`` - per class: id, name, synonyms, pixels, share (%); the
   shares are printed too.
 
+While it runs it shows the sliding-window crops done / total with crops/s and ETA (a bar on a terminal, one line
+per crop batch otherwise), after the text-embedding line (built, or from the cache).
+
 Exit codes: 0 done, 2 bad input (unreadable image, empty class list, unknown config or option, an output folder
-that cannot be written; one line, nothing written), 130 interrupted (Ctrl-C).
+that cannot be written; one line, nothing written) or out of memory (the line says what to lower), 130
+interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ from fsa_seg.apis.config import ConfigKeyError
 from fsa_seg.apis.inference import init_segmentor, parse_classes, read_image, segment_image, write_class_file
 from fsa_seg.benchmarks import CONFIG_DIR
 from fsa_seg.env_info import announce_run
+from fsa_seg.open_vocab import CropMemoryError
+from fsa_seg.progress import progress_callback
 from fsa_seg.weights import WeightsUnavailableError
 
 EXIT_USAGE = 2
@@ -146,7 +152,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             message = f"--classes: {message}"
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
-    result = segment_image(model, rgb)
+    # crops done / total, crops/s and ETA (a bar on a terminal, one line per crop batch otherwise)
+    model.model.crop_progress = progress_callback("crops")
+    try:
+        result = segment_image(model, rgb)
+    except CropMemoryError as err:  # one line: what to lower
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     table = result.shares()
     stem = osp.splitext(osp.basename(args.image))[0]
     paths = write_outputs(args.out, stem, rgb, result.labels, table, args.opacity,

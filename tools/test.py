@@ -43,6 +43,7 @@ from fsa_seg.apis.config import ConfigKeyError, load_config
 from fsa_seg.apis.evaluate import EvaluationInterrupted, evaluate
 from fsa_seg.apis.one_pass import evaluate_variants, variant_dirname, variant_grid
 from fsa_seg.apis.sweep import SweepError, parse_grid
+from fsa_seg.open_vocab import CropMemoryError
 from fsa_seg.weights import WeightsUnavailableError
 
 # Exit codes: 2 = bad input the user can fix (message says how); 1 = unexpected failure; 130 = Ctrl-C (as a shell).
@@ -93,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before the evaluation started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError) as err:
+    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError,
+            CropMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:  # a read-only or full disk met while writing

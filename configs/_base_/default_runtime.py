@@ -20,3 +20,6 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
 )
+# Images done / total, images/s and ETA after every test batch (a bar on a terminal, else one line per batch);
+# it also lowers the logger's interval to about 20 lines per run (fsa_seg/plugin/hooks.py).
+custom_hooks = [dict(type='ImageProgressHook')]

@@ -193,6 +193,13 @@ def _evaluate_records_only(cfg: Config, dataset_cfg: dict, record_dir: str) -> O
     return metrics, metric.per_class, metric.num_images
 
 
+def add_progress_hook(cfg: Config) -> None:
+    """Progress per image (``ImageProgressHook``) for a config whose ``custom_hooks`` lack it."""
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(str(h.get("type", "")).split(".")[-1] == "ImageProgressHook" for h in hooks if isinstance(h, dict)):
+        cfg.custom_hooks = hooks + [dict(type="ImageProgressHook")]
+
+
 def _close_log_files(runner) -> None:
     """Close the run's log file handlers (loggers are global; many runs in one process would leak them)."""
     logger = getattr(runner, "logger", None)
@@ -390,6 +397,7 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     # -- the run: from here on the work dir is written -------------------------------------------------------
     record_dirs = _setup_records(cfg, cfgs, resumes, launcher, skip_unreadable)
     cfg.experiment_name = unique_experiment_name(cfg, runs[0].config)
+    add_progress_hook(cfg)
     runner = _runner_with_model(cfg, model)
     try:
         metrics = runner.test()

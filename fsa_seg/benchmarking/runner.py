@@ -128,10 +128,72 @@ def plan_sam3(args) -> List[Dict]:
     return jobs
 
 
+CROP_MEMORY_VFMS = ("sam", "dino", "dinov2", "mae")  # the default of --crop-memory; any registered proxy is allowed
+
+
+def plan_crop_memory(args) -> List[Dict]:
+    """``--crop-memory``: the per-crop forward (``crops`` part) of each proxy on 1 and on ``--crop-batch`` crops;
+    the difference over the extra crops is the memory one more crop in a batch takes."""
+    from ..vfm import list_vfms
+
+    vfms = parse_choices(args.crop_memory, list_vfms(), "proxy")
+    batches = sorted({1, max(2, int(args.crop_batch))})
+    return [dict(part="crops", vfm=vfm, c=c, batch=b) for vfm in vfms for c in args.c for b in batches]
+
+
+def crop_memory_rows(results: List[Dict]) -> List[Dict]:
+    """Per proxy and query count: extra peak at 1 crop and at B crops, their difference per extra crop, and the
+    estimate (``CLIPSegModel.crop_memory_bytes``)."""
+    rows: Dict = {}
+    for r in results:
+        if r.get("part") != "crops":
+            continue
+        row = rows.setdefault((r.get("vfm"), r.get("c")), dict(vfm=r.get("vfm"), c=r.get("c"), runs={}))
+        row["runs"][r.get("batch")] = r
+        if r.get("status") == "ok":
+            row.update(n=r.get("n"), crop=r.get("crop"), dtype=r.get("dtype"), estimate=r.get("estimate_bytes"))
+    out = []
+    for row in rows.values():
+        ok = {b: r for b, r in row["runs"].items()
+              if r.get("status") == "ok" and r.get("extra_mem_bytes") is not None}
+        one = ok.get(1)
+        more = max((b for b in ok if b > 1), default=None)
+        row["one"] = one["extra_mem_bytes"] if one else None
+        row["one_s"] = one["median_s"] if one else None
+        row["batch"] = more
+        row["many"] = ok[more]["extra_mem_bytes"] if more else None
+        row["per_crop"] = ((row["many"] - row["one"]) / (more - 1)) if (one and more) else None
+        row["failed"] = "; ".join(f"{b} crops: {r.get('status')} {r.get('reason', '')}"
+                                  for b, r in row["runs"].items() if r.get("status") != "ok")
+        out.append(row)
+    return out
+
+
+def crop_memory_markdown(results: List[Dict]) -> List[str]:
+    rows = crop_memory_rows(results)
+    if not rows:
+        return []
+    out = ["\n## Peak memory per crop\n",
+           "Extra peak memory of the per-crop forward (`CLIPSegModel.crop_scores`: CLIP to its last block, the proxy, "
+           "the last block with FSA, upsampling) on 1 and on B crops of one batch; per crop = (B crops - 1 crop) / "
+           "(B - 1), what each further crop of a batch adds; estimate = `crop_memory_bytes()`, what "
+           "`crop_batch_size=None` divides the available memory by.\n",
+           "| proxy | N | queries | crop | dtype | 1 crop MB | B | B crops MB | per crop MB | estimate MB | 1 crop s "
+           "| note |",
+           "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| {r['vfm']} | {r.get('n', '-')} | {r['c']} | {r.get('crop', '-')} | {r.get('dtype', '-')} | "
+                   f"{_fmt_mb(r['one'])} | {r['batch'] or '-'} | {_fmt_mb(r['many'])} | {_fmt_mb(r['per_crop'])} | "
+                   f"{_fmt_mb(r.get('estimate'))} | {_fmt_s(r['one_s'])} | {r['failed']} |")
+    return out
+
+
 def plan(args, model_cfg: Dict) -> List[Dict]:
     """Measurements to run (or skip, with a reason), in order."""
     if getattr(args, "sam3", None):
         return plan_sam3(args)
+    if getattr(args, "crop_memory", None):
+        return plan_crop_memory(args)
     crop = workloads.crop_size(model_cfg)
     parts = parse_choices(args.parts, ALL_PARTS, "part")
     pinned_vfm = (args.cfg_options or {}).get("model.vfm")
@@ -241,7 +303,7 @@ def _find(results: List[Dict], part: str, n: int, c: int) -> Optional[Dict]:
 def ratios(results: List[Dict]) -> List[Dict]:
     keys = []
     for r in results:
-        if r.get("part") not in ("image", *sam3_workloads.SAM3_PARTS) and (r.get("n"), r.get("c")) not in keys:
+        if r.get("part") not in ("image", "crops", *sam3_workloads.SAM3_PARTS) and (r.get("n"), r.get("c")) not in keys:
             keys.append((r.get("n"), r.get("c")))
     rows = []
     for n, c in keys:
@@ -346,6 +408,7 @@ def markdown(report: Dict) -> str:
            f"Command: `{meta['command']}`\n"]
     out += grid_markdown(results)
     out += sam3_markdown(report.get("sam3") or [])
+    out += crop_memory_markdown(results)
     out += image_markdown(results)
     return "\n".join(out) + "\n"
 
@@ -353,7 +416,7 @@ def markdown(report: Dict) -> str:
 def grid_markdown(results: List[Dict]) -> List[str]:
     """The measurement table and the ratio table of the grid parts (markdown lines; none without grid rows)."""
     out: List[str] = []
-    grid = [r for r in results if r.get("part") not in ("image", *sam3_workloads.SAM3_PARTS)]
+    grid = [r for r in results if r.get("part") not in ("image", "crops", *sam3_workloads.SAM3_PARTS)]
     if grid:
         out += ["## Measurements\n",
                 "| part | N | C | VFM | median s | min-max s | extra MB | estimate MB | others | note |",
@@ -462,6 +525,8 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
         label = f"{job['part']:<10} N={job.get('n')!s:<5} C={job.get('c')!s:<4}"
         if job["part"] == "image":
             label = f"image      {job.get('image')}"
+        elif job["part"] == "crops":
+            label = f"crops      {job['vfm']:<6} C={job.get('c')!s:<4} {job['batch']} crop(s)"
         elif job["part"] in sam3_workloads.SAM3_PARTS:
             label = f"{job['part']:<10} C={job.get('c')!s:<4} {job.get('variant') or ''} K={job.get('present') or '-'}"
         print(f"  {label} ...", end="", flush=True)
@@ -484,6 +549,10 @@ def run_benchmark(args, model_cfg: Dict, command: str) -> int:
             print(f"SAM3 {r['part']} {r.get('variant')} K={r.get('present')}: adds {100 * r['added_time']:.1f}% time"
                   + ("" if r.get("added_flops") is None else f", {100 * r['added_flops']:.1f}% FLOPs")
                   + ("" if peak is None else f", {peak / MB:+,.0f} MB peak") + " to the crop forward")
+    for r in crop_memory_rows(results):
+        print(f"{r['vfm']} proxy, C={r['c']}: extra peak {_fmt_mb(r['one'])} MB for 1 crop, {_fmt_mb(r['many'])} MB "
+              f"for {r['batch'] or '-'}; {_fmt_mb(r['per_crop'])} MB per further crop; estimate "
+              f"{_fmt_mb(r.get('estimate'))} MB per crop")
     rows = report["ratios"]
     for r in rows:
         bits = []

@@ -18,6 +18,9 @@ Parts (``N`` proxy tokens, ``C`` queries):
                  ``a0``, ``v`` and logits head of the last block above (``CLIPSegModel.last_block``).
 * ``naive``      ``naive_fsa(a0, v, head)`` (fsa_seg/naive_fsa.py, the released formulation), same inputs,
                  always fp32.
+* ``crops``      ``whole`` on a batch of ``batch`` crops (``--crop-memory``: peak memory per crop, next to the
+                 estimate that sets ``crop_batch_size=None``,
+                 :meth:`~fsa_seg.clip_model.CLIPSegModel.crop_memory_bytes`).
 * ``image``      end to end per image: normalisation, sliding window, resize to the image, class
                  probabilities and labels (``CLIPSegModel.predict``) on one image.
 
@@ -161,15 +164,17 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any]) -> Tuple[Callable[[], object
     if part == "image":
         return _setup_image(spec, model_cfg, overrides, meta)
     overrides["name_path"] = class_file(spec["work_dir"], spec["c"])
-    if part in ("whole", "whole_base"):
+    if part in ("whole", "whole_base", "crops"):
         overrides["vfm"] = spec["vfm"]
-        overrides["fsa"] = part == "whole"
+        overrides["fsa"] = part != "whole_base"
         model = build_model(model_cfg, overrides, real_text=spec.get("real_weights", False))
         device = model.run_device
-        crops = torch.randn(1, 3, crop, crop, device=device, dtype=model.run_dtype)
+        batch = int(spec.get("batch") or 1) if part == "crops" else 1
+        crops = torch.randn(batch, 3, crop, crop, device=device, dtype=model.run_dtype)
         with torch.no_grad():
-            out, _ = model.last_block(model.crop_features(crops))
-        meta.update(n=int(out.a0.shape[-1]), vfm=spec["vfm"], dtype=str(model.run_dtype).replace("torch.", ""))
+            out, _ = model.last_block(model.crop_features(crops[:1]))
+        meta.update(n=int(out.a0.shape[-1]), vfm=spec["vfm"], dtype=str(model.run_dtype).replace("torch.", ""),
+                    batch=batch, crop=crop, estimate_bytes=model.crop_memory_bytes())
 
         return synced(lambda: model.crop_scores(crops), device), meta, device
     return _setup_block(spec, model_cfg, overrides, crop, meta)
