@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import fsa as fsa_core
+from .scores import _wide
 
 
 ISOLATION_MODES = ("none", "mean", "uniform")
@@ -84,16 +85,17 @@ def present_prompts(presence_logits: Tensor, presence_thd: float) -> Tensor:
 
 def pool_to_tokens(maps: Tensor, grid: Tuple[int, int]) -> Tensor:
     """Maps ``[Q, H, W]`` averaged over the cells of the encoder token grid ``(h, w)``, as ``[N, Q]`` with the
-    tokens in the encoder's order (row-major: token ``r * w + c`` is row ``r``, column ``c``)."""
+    tokens in the encoder's order (row-major: token ``r * w + c`` is row ``r``, column ``c``); fp32, or fp64 for
+    fp64 maps."""
     if maps.dim() != 3:
         raise ValueError(f"maps must be [Q, H, W], got shape {tuple(maps.shape)}")
-    pooled = F.adaptive_avg_pool2d(maps.float()[None], grid)[0]           # [Q, h, w]
+    pooled = F.adaptive_avg_pool2d(_wide(maps)[None], grid)[0]             # [Q, h, w]
     return pooled.flatten(1).t()
 
 
 def token_log_odds(semantic_logits: Tensor, presence_logits: Tensor, grid: Tuple[int, int]) -> Tensor:
     """``[N, Q]``: each prompt's semantic logit pooled to the token grid, plus its log presence probability."""
-    return pool_to_tokens(semantic_logits, grid) + F.logsigmoid(presence_logits.float().flatten())[None]
+    return pool_to_tokens(semantic_logits, grid) + F.logsigmoid(_wide(presence_logits).flatten())[None]
 
 
 def log_odds_inputs(token_logits: Tensor, present: Tensor, params: LogOddsFeedback,
@@ -141,9 +143,10 @@ def log_odds_feedback_attention(token_logits: Tensor, present: Tensor, params: L
 def propagate_logits(logits: Tensor, a_fb: Tensor, grid: Tuple[int, int]) -> Tensor:
     """Output-level FSA: score logits ``z [K, H, W]`` propagated with ``A_fb [1, N, N]`` on the token ``grid``,
     detail finer than the grid kept: ``z' = z + up(A_fb z_tok - z_tok)``, ``z_tok`` = :func:`pool_to_tokens`
-    (bilinear ``up`` back to ``H x W``). Where ``z`` is constant on each token's cell, ``z'_tok = A_fb z_tok``."""
+    (bilinear ``up`` back to ``H x W``). Where ``z`` is constant on each token's cell, ``z'_tok = A_fb z_tok``.
+    fp32, or fp64 for fp64 logits (the dtype of the logits it replaces)."""
     tok = pool_to_tokens(logits, grid)                                     # [N, K]
     delta = torch.mm(a_fb[0].to(tok.dtype), tok) - tok
     delta = delta.t().reshape(-1, *grid)[None]
     delta = F.interpolate(delta, size=tuple(logits.shape[-2:]), mode="bilinear", align_corners=False)[0]
-    return logits.float() + delta
+    return _wide(logits) + delta

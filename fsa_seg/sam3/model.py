@@ -36,7 +36,7 @@ from .feedback import (LogOddsFeedback, log_odds_feedback_attention, present_pro
                        token_log_odds)
 from .loading import HUB_ID, build_sam3, build_tokenizer
 from .placement import Placement
-from .scores import ScoreRecipe, score_logits
+from .scores import ScoreRecipe, _wide, score_logits
 
 # Sam3ImageProcessor normalises 0..1 pixels with mean = std = 0.5, i.e. 127.5 on the 0..255 scale.
 SAM3_MEAN = (127.5, 127.5, 127.5)
@@ -289,7 +289,7 @@ class SAM3SegModel(OpenVocabModel):
             encoded = decode.run_encoder_layers(self.sam3, state, text, range(start_layer, self.num_layers)).hidden
             out = decode.run_heads(self.sam3, encoded, state, vis, text, mask)
             logits.append(score_logits(out, self.recipe))
-            batch_presence = out.presence_logits.float().flatten()
+            batch_presence = _wide(out.presence_logits).flatten()
             presence.append(batch_presence)
             if not self.fsa:
                 continue
