@@ -108,14 +108,14 @@ def main() -> None:
     ref = official.official_forward(reference, pixels, args.prompts)
     stage(f"reference forward; prompt tokens {ref['prompt'].shape[1]}", start)
 
-    # The reference's weights, converted, are all it is still needed for: one model alive at a time from here.
+    # The reference's weights are all it is still needed for: one model alive at a time from here.
     start = time.time()
-    converted = official.official_to_hf(reference.state_dict())
+    weights = reference.state_dict()
     del reference
     gc.collect()
     model = use_reference_layer_norm_eps(Sam3Model(Sam3Config())).eval()
-    official.load_into_hf(model, converted)
-    del converted
+    official.load_into_hf(model, weights)
+    del weights
     gc.collect()
     stage(f"Sam3Model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, strict load of the "
           f"converted state dict, reference freed", start)
