@@ -60,6 +60,15 @@ CLASS_NAME_SOURCES = {
 CLASS_NAME_SOURCES.update({
     f'sam3_{name}': f'fsa-seg, derived from {name}.txt: a single "background" prompt, no prompt on two lines'
     for name in ('voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff', 'cityscapes', 'ade20k')})
+CLASS_NAME_SOURCES.update({
+    'sam3_ade847': 'fsa-seg, derived from ade847.txt: each comma-separated synonym its own prompt (merged by max), '
+                   'hyphens as spaces; a synonym on two lines dropped from both (it names another class or is '
+                   'ambiguous); where two lines share a first name, the line with synonyms takes its most specific '
+                   'one (e.g. "pot, flowerpot" -> "flowerpot", "pot" stays "pot")',
+    'sam3_context459': 'fsa-seg, derived from context459.txt: joined words split (pottedplant -> potted plant, '
+                       'tvmonitor -> tv monitor, crabstick, hydrovalve, wineglass), hyphens as spaces, aeroplane -> '
+                       'airplane as in sam3_context59, casette -> cassette, snowmobiles -> snowmobile',
+})
 
 PathLike = Union[str, 'os.PathLike[str]']
 

@@ -174,7 +174,8 @@ def test_sam3_tiny_run_reports_time_memory_and_flops(tmp_path):
         assert 'added_peak_bytes' in fsa and 'added_peak_bytes' not in step
     # the adapted last layer costs more FLOPs than A_fb on the encoder output; output mode re-runs nothing
     assert rows[('sam3_step', 'last_layer')]['flops'] > rows[('sam3_step', 'encoder_output')]['flops']
-    assert rows[('sam3_step', 'output')]['flops'] < 0.01 * rows[('sam3_step', 'encoder_output')]['flops']
+    # output mode re-runs nothing: its FLOPs are the default isolation's uniform pass (a semantic-head pass)
+    assert rows[('sam3_step', 'output')]['flops'] < 0.6 * rows[('sam3_step', 'encoder_output')]['flops']
     assert '## SAM3 per crop' in md and '| sam3_step | last_layer |' in md and '+FLOPs' in md
     assert 'SAM3 sam3_fsa encoder_output' in done.stdout
 

@@ -25,9 +25,10 @@ PERSON = ['person', 'person in shirt', 'person in jeans', 'person in dress', 'pe
 TVMONITOR = ['television monitor', 'tv monitor', 'monitor', 'television', 'screen']
 
 
-# SAM3's own prompts for the eight benchmarks of the paper's tables (tests/test_sam3_scores.py checks their rules).
+# SAM3's own prompts for the ten benchmarks (tests/test_sam3_scores.py checks their rules).
 SAM3_SETS = {f'sam3_{name}': EXPECTED_CLASSES[name] for name in
-             ('voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff', 'cityscapes', 'ade20k')}
+             ('voc21', 'voc20', 'context60', 'context59', 'coco_object', 'coco_stuff', 'cityscapes', 'ade20k',
+              'ade847', 'context459')}
 
 
 def test_builtin_sets_are_listed():

@@ -268,5 +268,22 @@ def test_sam3_configs(all_configs):
             assert (model.score_source, model.both_reduce, model.fsa_placement) == ("both", "max", "encoder_output")
         assert max(load_class_names(names)[1]) + 1 == spec.num_classes, dataset
     assert sam3["sam3_voc21.py"].model.name_path == "sam3_voc21"
-    assert sam3["sam3_ade847.py"].model.name_path == "ade847"          # no SAM3 file: the benchmark's own
+    assert sam3["sam3_ade847.py"].model.name_path == "sam3_ade847"
+    assert sam3["fsa_sam3_context459.py"].model.name_path == "sam3_context459"
     assert sam3["fsa_sam3_voc21_last_2.py"].model.fsa_layers == 2
+
+
+def test_sam3_isolation_and_strategy_ablations(all_configs):
+    # the default isolation is FSA's (uniform attention, released 35:20 ratio); each ablation changes one thing
+    default = all_configs["fsa_sam3_voc21.py"].model
+    assert (default.isolation, default.feedback_scale, default.isolation_scale) == ("uniform", 1.0, 1.75)
+    assert default.fsa_strategies == "both"
+    expected = {"fsa_sam3_voc21_mean_isolation.py": dict(isolation="mean", isolation_scale=1.0),
+                "fsa_sam3_voc21_uniform_isolation.py": dict(isolation="uniform", isolation_scale=1.0),
+                "fsa_sam3_voc21_no_isolation.py": dict(isolation="none"),
+                "fsa_sam3_voc21_three_strategies.py": dict(fsa_strategies="ensemble_results"),
+                "fsa_sam3_voc21_three_strategy_maps.py": dict(fsa_strategies="ensemble")}
+    for rel, keys in expected.items():
+        model = all_configs[rel].model
+        changed = {k for k in default if default[k] != model.get(k)}
+        assert changed and changed <= set(keys) and all(model[k] == v for k, v in keys.items()), (rel, changed)

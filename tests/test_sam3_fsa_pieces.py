@@ -196,7 +196,7 @@ def test_absent_prompt_is_left_out_of_the_feedback():
     grid = (4, 6)
     sem, presence = two_groups(grid)
     tok = token_log_odds(sem, presence, grid)
-    base, glob = log_odds_inputs(tok, present_prompts(presence, 0.5), LogOddsFeedback())
+    base, glob = log_odds_inputs(tok, present_prompts(presence, 0.5), LogOddsFeedback(isolation="mean"))
     assert base.shape == (1, 24, 3)                       # the two present prompts, then rest
     torch.testing.assert_close(base[0, :, :2], tok[:, :2])
     assert torch.count_nonzero(base[0, :, 2]) == 0       # rest at log-odds 0
@@ -230,7 +230,7 @@ def test_three_strategy_ensemble_averages_isolation_only_pruning_only_and_both()
     presence = torch.tensor([2.0, 1.0])
     tok = token_log_odds(sem, presence, (4, 6))
     present = present_prompts(presence, 0.5)
-    params = LogOddsFeedback(isolation="mean", strategies="ensemble")
+    params = LogOddsFeedback(isolation="mean", isolation_scale=1.0, strategies="ensemble")
     base, glob = log_odds_inputs(tok, present, params)
     core = fsa_core.FSAParams(top_p=params.top_p, lamda=params.lamda, base_scale=1.0, uniform_scale=1.0)
     isolation_only = fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(top_p=1.0, base_scale=1.0,

@@ -283,7 +283,8 @@ def test_fsa_pass_is_the_adapted_pass_with_the_feedback_of_the_first(names_file,
     with torch.no_grad():
         first = seg.first_pass(vision, 0)
         got = seg.query_logits(vision, 0)
-    a_fb = log_odds_feedback_attention(first.token_log_odds, torch.arange(present.numel()), seg.feedback)
+        uniform = seg.uniform_log_odds(vision, 0, first)          # the default isolation's uniform pass
+    a_fb = log_odds_feedback_attention(first.token_log_odds, torch.arange(present.numel()), seg.feedback, uniform)
     expected = first.logits.clone()
     expected[present] = propagate_logits(first.logits[present], a_fb, (8, 8))
     torch.testing.assert_close(got, expected)

@@ -6,11 +6,27 @@ random weights, converted to ``Sam3Model`` keys and loaded strictly. fp32, toler
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-pytest.importorskip("sam3", reason="the reference SAM3 package is a test dependency: pip install --no-deps "
-                                   "sam3==0.1.4 iopath portalocker psutil pycocotools einops")
+INSTALL = "pip install --no-deps sam3==0.1.4 iopath portalocker psutil pycocotools einops"
+
+
+def running_in_ci() -> bool:
+    """CI services set ``CI`` (``true``); a value of ``0`` / ``false`` / empty counts as unset."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+try:
+    import sam3  # noqa: F401
+except ImportError as err:
+    # A user without the reference package may skip; CI must not stay green without its parity check.
+    if running_in_ci():
+        pytest.fail(f"the reference SAM3 package is not importable ({err}) and CI is set: the parity test must "
+                    f"run in CI. {INSTALL}", pytrace=False)
+    pytest.skip(f"the reference SAM3 package is a test dependency: {INSTALL}", allow_module_level=True)
 
 from transformers import Sam3Config, Sam3Model  # noqa: E402
 

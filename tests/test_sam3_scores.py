@@ -150,7 +150,8 @@ def test_bad_recipes_are_rejected():
 
 
 # -- SAM3 class files ----------------------------------------------------------------------------------------
-BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k")
+BENCHMARKS = ("voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k",
+              "ade847", "context459")
 WITH_BACKGROUND = ("voc21", "context60", "coco_object")
 
 

@@ -12,8 +12,9 @@ compares on one 1008 x 1008 image and a few prompts:
 Also checks that ``fsa_seg.sam3.official.build_official`` (the reference modules assembled from a Sam3Config,
 used at tiny size by tests/test_sam3_parity.py) gives the reference builder's structure at full size.
 Prints max abs differences, relative to the reference's magnitude, and cosines; asserts nothing, times are
-informative only. Holds two 840M-parameter fp32 models (3.4 GB each, a third briefly for the builder
-check) plus 1008 x 1008 activations; about ten minutes on 2 cores.
+informative only. Memory: each 840M-parameter fp32 model is 3.4 GB; at most two are alive at once (the builder
+check's, freed before the forward; the reference's weights while they are loaded into ``Sam3Model``, then freed),
+and the peak resident memory is printed after each stage and at the end. About ten minutes on 2 cores.
 
     PYTHONPATH=$PWD nice python tools/sam3_parity.py [--image path.jpg] [--prompts cat "a red car" sky]
 """
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
+import sys
 import time
 
 import torch
@@ -30,6 +33,17 @@ from fsa_seg.sam3 import decode, official
 from fsa_seg.sam3.loading import build_tokenizer, use_reference_layer_norm_eps
 
 SIZE = 1008
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, GiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2 ** 30 if sys.platform == "darwin" else 2 ** 20)
+
+
+def stage(text: str, start: float) -> None:
+    """One progress line: what was done, its time and the peak resident memory so far."""
+    print(f"{text} ({time.time() - start:.1f} s; peak RSS so far {peak_rss_gib():.2f} GiB)", flush=True)
 
 
 def load_image(path: str | None, seed: int) -> torch.Tensor:
@@ -60,10 +74,11 @@ def check_builder(reference: torch.nn.Module) -> None:
     ours = official.build_official(Sam3Config())
     same_shapes = {k: v.shape for k, v in ours.state_dict().items()} == \
         {k: v.shape for k, v in reference.state_dict().items()}
-    print(f"build_official(Sam3Config()) vs the reference builder: same parameter names and shapes: {same_shapes}; "
-          f"same module tree (repr): {repr(ours) == repr(reference)} ({time.time() - start:.1f} s)")
+    same_tree = repr(ours) == repr(reference)
     del ours
     gc.collect()
+    stage(f"build_official(Sam3Config()) vs the reference builder: same parameter names and shapes: {same_shapes}; "
+          f"same module tree (repr): {same_tree}", start)
 
 
 def main() -> None:
@@ -81,15 +96,9 @@ def main() -> None:
 
     start = time.time()
     reference = official.randomize_(official.build_official_full(), args.seed)
-    print(f"reference model: {sum(p.numel() for p in reference.parameters()) / 1e6:.1f}M parameters "
-          f"({time.time() - start:.1f} s)")
+    stage(f"reference model: {sum(p.numel() for p in reference.parameters()) / 1e6:.1f}M parameters", start)
     if not args.skip_builder_check:
         check_builder(reference)
-    start = time.time()
-    model = use_reference_layer_norm_eps(Sam3Model(Sam3Config())).eval()
-    official.load_into_hf(model, reference.state_dict())
-    print(f"Sam3Model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, strict load of the "
-          f"converted state dict ({time.time() - start:.1f} s)")
 
     pixels = load_image(args.image, args.seed)
     ids, mask = build_tokenizer(None, True)(args.prompts)
@@ -97,14 +106,26 @@ def main() -> None:
           f"{torch.equal(ids, official.official_tokens(reference, args.prompts))}")
     start = time.time()
     ref = official.official_forward(reference, pixels, args.prompts)
-    print(f"reference forward: {time.time() - start:.1f} s; prompt tokens {ref['prompt'].shape[1]}")
+    stage(f"reference forward; prompt tokens {ref['prompt'].shape[1]}", start)
+
+    # The reference's weights are all it is still needed for: one model alive at a time from here.
+    start = time.time()
+    weights = reference.state_dict()
     del reference
     gc.collect()
+    model = use_reference_layer_norm_eps(Sam3Model(Sam3Config())).eval()
+    official.load_into_hf(model, weights)
+    del weights
+    gc.collect()
+    stage(f"Sam3Model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, strict load of the "
+          f"converted state dict, reference freed", start)
 
     start = time.time()
     ours = decode.forward_prompts(model, pixels, ids, mask)
-    print(f"our decode path: {time.time() - start:.1f} s")
+    stage("our decode path", start)
     report("ours (decode.forward_prompts: geometry token, raw presence, reference ViT eps) vs reference", ours, ref)
+    del ours
+    gc.collect()
 
     start = time.time()
     with torch.no_grad():
@@ -112,15 +133,19 @@ def main() -> None:
         for key in ("fpn_hidden_states", "fpn_position_encoding"):
             vision[key] = tuple(x.expand(len(args.prompts), -1, -1, -1) for x in vision[key])
         plain = model(vision_embeds=vision, input_ids=ids, attention_mask=mask)
-    print(f"\nSam3Model.forward: {time.time() - start:.1f} s")
+    del vision
+    print()
+    stage("Sam3Model.forward", start)
     report("transformers' Sam3Model.forward (text only: 32 prompt tokens, no geometry token) vs reference",
            plain, ref)
+    del plain
+    gc.collect()
 
     if args.hf_eps:
         use_reference_layer_norm_eps(model, eps=1e-6)
         report("ours with transformers' default ViT LayerNorm eps (1e-6) vs reference",
                decode.forward_prompts(model, pixels, ids, mask), ref)
-
+    print(f"\npeak resident memory of the whole run: {peak_rss_gib():.2f} GiB")
 
 if __name__ == "__main__":
     main()

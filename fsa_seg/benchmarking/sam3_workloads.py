@@ -27,8 +27,9 @@ SAM3_VARIANTS: Dict[str, Dict[str, Any]] = {
     "encoder_output": dict(fsa_mode="attention", fsa_placement="encoder_output"),
     "last_layer": dict(fsa_mode="attention", fsa_placement="last_layer"),
     "last_2": dict(fsa_mode="attention", fsa_placement="last_k", fsa_layers=2),
-    "uniform_isolation": dict(isolation="uniform"),
-    "three_strategies": dict(fsa_strategies="ensemble"),
+    "mean_isolation": dict(isolation="mean", isolation_scale=1.0),
+    "three_strategies": dict(fsa_strategies="ensemble_results"),
+    "three_strategy_maps": dict(fsa_strategies="ensemble"),
     "output": dict(fsa_mode="output"),
 }
 SAM3_SIZES = ("full", "tiny")

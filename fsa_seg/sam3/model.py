@@ -15,7 +15,8 @@ resized to the window, overlapping windows average their logits, then the image 
 :meth:`class_probabilities` turns the final logits into probabilities (sigmoid; the max over synonyms commutes).
 
 FSA (``fsa=True``, paper Sec. 3), after the first pass of a crop: the prompts SAM3 judges present
-(``presence_thd``) give the feedback ``A_fb`` (``feedback``: their token log-odds, isolation, the shared core);
+(``presence_thd``) give the feedback ``A_fb`` (``feedback``: their token log-odds, isolation by the placement
+run with uniform attention, the shared core);
 only those prompts are run again, from their hidden state stored at the placement (``placement``), with the
 adaptation ensemble there, then SAM3's heads; their final maps are weighted by the first pass's presence.
 Absent prompts keep their first-pass maps. ``fsa_mode='output'`` instead propagates the present prompts' score
@@ -32,11 +33,11 @@ from torch import Tensor
 
 from ..open_vocab import OpenVocabModel
 from . import decode
-from .feedback import (LogOddsFeedback, log_odds_feedback_attention, present_prompts, propagate_logits,
-                       token_log_odds)
+from .feedback import (RELEASED_ISOLATION_RATIO, LogOddsFeedback, feedback_maps, present_prompts,
+                       propagate_logits, token_log_odds)
 from .loading import HUB_ID, build_sam3, build_tokenizer
 from .placement import Placement
-from .scores import ScoreRecipe, score_logits
+from .scores import ScoreRecipe, _wide, mean_probability_logits, score_logits
 
 # Sam3ImageProcessor normalises 0..1 pixels with mean = std = 0.5, i.e. 127.5 on the 0..255 scale.
 SAM3_MEAN = (127.5, 127.5, 127.5)
@@ -87,9 +88,11 @@ class SAM3SegModel(OpenVocabModel):
         fsa_placement, fsa_layers: ``last_layer`` | ``last_k`` (the last ``fsa_layers`` encoder layers) |
             ``encoder_output`` (:mod:`~fsa_seg.sam3.placement`).
         presence_thd: a prompt is present (feedback and re-run) if its presence probability reaches it.
-        isolation: ``mean`` | ``uniform`` | ``none``; feedback_scale, isolation_scale: paper Eq. 3's scales on
-            the log-odds; top_p, lamda: pruning and sharpening; fsa_strategies: ``both`` (paper) or
-            ``ensemble`` (isolation only, pruning only and both, averaged) (:class:`~.feedback.LogOddsFeedback`).
+        isolation: ``uniform`` | ``mean`` | ``none``; feedback_scale, isolation_scale: paper Eq. 3's scales on
+            the log-odds (1 and 1.75, the released ratio); top_p, lamda: pruning and sharpening;
+            fsa_strategies: ``both`` (the paper's single ``A_fb``), ``ensemble_results`` (isolation only, pruning
+            only and both, each run, their results averaged) or ``ensemble`` (their three ``A_fb`` averaged into
+            one) (:class:`~.feedback.LogOddsFeedback`).
         fsa_batch_size: present prompts re-run together.
     """
 
@@ -112,8 +115,8 @@ class SAM3SegModel(OpenVocabModel):
                  instance_thd: float = 0.5, top_k: int = 0, instance_presence: bool = True,
                  presence_weighting: bool = True, query_batch_size: int = 16, fsa: bool = False,
                  fsa_mode: str = "attention", fsa_placement: str = "encoder_output", fsa_layers: int = 1,
-                 presence_thd: float = 0.5, isolation: str = "mean", feedback_scale: float = 1.0,
-                 isolation_scale: float = 1.0, top_p: float = 0.45, lamda: float = 3.0,
+                 presence_thd: float = 0.5, isolation: str = "uniform", feedback_scale: float = 1.0,
+                 isolation_scale: float = RELEASED_ISOLATION_RATIO, top_p: float = 0.45, lamda: float = 3.0,
                  fsa_strategies: str = "both", fsa_batch_size: int = 4, slide_crop: int = 0,
                  slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
         arguments = locals()
@@ -289,7 +292,7 @@ class SAM3SegModel(OpenVocabModel):
             encoded = decode.run_encoder_layers(self.sam3, state, text, range(start_layer, self.num_layers)).hidden
             out = decode.run_heads(self.sam3, encoded, state, vis, text, mask)
             logits.append(score_logits(out, self.recipe))
-            batch_presence = out.presence_logits.float().flatten()
+            batch_presence = _wide(out.presence_logits).flatten()
             presence.append(batch_presence)
             if not self.fsa:
                 continue
@@ -307,13 +310,20 @@ class SAM3SegModel(OpenVocabModel):
 
     def fsa_pass(self, vision: decode.VisionFeatures, index: int, first: FirstPass) -> Tensor:
         """FSA on crop ``index`` after its first pass: ``A_fb`` of the present prompts, then their adapted maps
-        (:meth:`adapted_logits`). Nothing present: the first pass unchanged."""
+        (:meth:`adapted_logits`). Nothing present: the first pass unchanged. ``fsa_strategies='ensemble_results'``:
+        one ``A_fb`` per strategy (the uniform pass shared), each adapted pass run, the present prompts' results
+        averaged as probabilities (absent prompts are the same in all three: kept as they are)."""
         if first.present.numel() == 0:
             return first.logits
         uniform = self.uniform_log_odds(vision, index, first) if self.feedback.isolation == "uniform" else None
         columns = torch.arange(first.present.numel(), device=first.present.device)
-        a_fb = log_odds_feedback_attention(first.token_log_odds, columns, self.feedback, uniform)
-        return self.adapted_logits(vision, index, first, a_fb)
+        maps = feedback_maps(first.token_log_odds, columns, self.feedback, uniform)
+        if len(maps) == 1:
+            return self.adapted_logits(vision, index, first, maps[0])
+        results = torch.stack([self.adapted_logits(vision, index, first, a_fb)[first.present] for a_fb in maps])
+        logits = first.logits.clone()
+        logits[first.present] = mean_probability_logits(results).to(logits.dtype)
+        return logits
 
     def _stored_state(self, vis: decode.VisionFeatures, text: Tensor, mask: Tensor, hidden: Tensor
                       ) -> decode.EncoderState:

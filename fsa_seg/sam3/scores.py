@@ -123,6 +123,13 @@ def logit_from_log_prob(log_p: Tensor) -> Tensor:
     return (log_p - torch.log(-torch.expm1(log_p))).clamp_(-LOGIT_LIMIT, LOGIT_LIMIT)
 
 
+def mean_probability_logits(logits: Tensor) -> Tensor:
+    """Score logits ``[S, ...]`` of ``S`` results -> the logit of their mean probability ``[...]``, in log space
+    (``log mean_s sigmoid(z_s)`` by logsumexp; exact, finite where probabilities underflow)."""
+    log_p = F.logsigmoid(_wide(logits))
+    return logit_from_log_prob(torch.logsumexp(log_p, dim=0) - math.log(logits.shape[0]))
+
+
 def score_logits(out, recipe: ScoreRecipe = ScoreRecipe()) -> Tensor:
     """Each prompt's score map as the logit of its probability, ``z = log(p / (1 - p))`` ``[B, H, W]`` (fp32).
 

@@ -31,14 +31,16 @@ model = dict(
     # Present prompts (presence probability >= presence_thd) give the feedback and are re-run; the others keep
     # their first-pass maps.
     presence_thd=0.5,
-    # Feedback from the present prompts' token log-odds (semantic logit + log presence): isolation 'mean'
-    # (token mean per prompt) | 'uniform' (the placement run with uniform attention) | 'none'; scales of the
-    # log-odds inside the softmax (paper Eq. 3).
-    isolation='mean',
+    # Feedback from the present prompts' token log-odds (semantic logit + log presence). Isolation (paper Eq. 3):
+    # 'uniform' subtracts the log-odds of the placement run with uniform attention (FSA's isolation; one more
+    # semantic-head pass per present prompt) | 'mean' the token mean per prompt (an approximation, no extra pass)
+    # | 'none'. Scales of the log-odds inside the softmax: base 1, isolation 1.75 (the released 35:20 ratio).
+    isolation='uniform',
     feedback_scale=1.0,
-    isolation_scale=1.0,
-    # Released FSA pruning mass and sharpening; 'both' = the paper's A_fb, 'ensemble' = the average of the A_fb
-    # of isolation only, pruning only and both (ablation).
+    isolation_scale=1.75,
+    # Released FSA pruning mass and sharpening. fsa_strategies: 'both' = the paper's single A_fb;
+    # 'ensemble_results' = the three-strategy ensemble of the paper's Table 7 (isolation only, pruning only, both:
+    # each run, their probabilities averaged); 'ensemble' = those three A_fb averaged into one map, run once.
     top_p=0.45,
     lamda=3.0,
     fsa_strategies='both',
