@@ -68,15 +68,9 @@ AUTO_MAX_CROPS = 8
 
 def available_memory(device: torch.device) -> Optional[int]:
     """Bytes a run may still use on ``device``: free CUDA memory (``torch.cuda.mem_get_info``), or the system's
-    available memory (psutil, else Linux ``MemAvailable``); None when unknown."""
+    available memory (Linux ``MemAvailable``, else psutil where installed); None when unknown."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -84,7 +78,12 @@ def available_memory(device: torch.device) -> Optional[int]:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
 
 
 def auto_crop_batch_size(per_crop_bytes: Optional[int], available: Optional[int]) -> int:

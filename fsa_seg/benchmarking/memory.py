@@ -142,17 +142,9 @@ def measure(fn: Callable[[], object], device) -> Tuple[Optional[int], str]:
 
 
 def available_bytes(device=None) -> Optional[int]:
-    """Memory a run may use: ``MemAvailable`` (CPU) or free device memory (CUDA)."""
-    if device is not None and getattr(device, "type", str(device)) == "cuda":
-        import torch
+    """Memory a run may use: available system memory (CPU) or free device memory (CUDA)."""
+    import torch
 
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from ..open_vocab import available_memory
+
+    return available_memory(torch.device(device) if device is not None else torch.device("cpu"))
