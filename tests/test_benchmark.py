@@ -27,6 +27,7 @@ def _row(report, part, **keys):
     return rows[0]
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_part(tmp_path):
     done = run_tool('benchmark', '--parts', 'whole,fsa,naive', '--n', '64', '--c', '3', '--repeats', '1',
                     '--warmup', '0', '--in-process', '--image', 'generated', '--image-size', '96x64', '--work-dir',
@@ -124,6 +125,7 @@ def test_vfm_for_tokens(n, expected):
     assert workloads.vfm_for_tokens(n, 336) == expected
 
 
+@pytest.mark.slow
 def test_sweep_workload_times_one_pass_and_separate_runs(tmp_path):
     done = run_tool('benchmark', '--sweep', '--sweep-images', '2', '--image-size', '96x64', '--warmup', '0',
                     '--sweep-repeats', '2', '--work-dir', tmp_path, *TINY)
@@ -228,6 +230,7 @@ def test_unknown_names_are_a_one_line_usage_error(args, message):
     assert done.stderr.splitlines()[-1].startswith(f"benchmark.py: error: {message}")
 
 
+@pytest.mark.slow
 def test_crop_memory_reports_each_proxy_per_crop(tmp_path):
     """--crop-memory: each proxy's per-crop forward on 1 and 3 crops, the per-crop difference and the estimate that
     sets crop_batch_size=None, in the JSON, the markdown table and the printed lines (no timing asserted)."""

@@ -179,6 +179,7 @@ def select(rows, **wanted):
     return [r for r in rows if all(matches(r, k, v) for k, v in wanted.items())]
 
 
+@pytest.mark.slow
 def test_list_configs_filters():
     rows = collect()
     assert len(rows) >= N_METHOD_CONFIGS and all(set(r) == set(COLUMNS) for r in rows)
@@ -195,6 +196,7 @@ def test_list_configs_filters():
                                                            ("on", "configs/fsa_sam3_voc20.py")]
 
 
+@pytest.mark.slow
 def test_list_configs_command_line():
     done = run_tool("list_configs", "--method", "naclip", "--fsa", "off", "--backbone", "ViT-L-14", "--dataset",
                     "voc20", "cityscapes", "--paths")
@@ -226,6 +228,7 @@ def test_each_method_names_its_own_class_files(all_configs):
     assert set(own.values()) <= set(seen)
 
 
+@pytest.mark.slow
 def test_ade847_and_context459_configs(all_configs):
     """Every method has configs on the two large-vocabulary benchmarks; FSA-ProxyCLIP's follow the released
     cfg_ade847.py / cfg_context459.py; list_configs names them by benchmark."""

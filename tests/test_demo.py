@@ -16,6 +16,7 @@ TINY = ["model.clip_model=tiny-ViT-16", "model.vfm=tiny-dino", "model.random_wei
         "model.slide_crop=0", "test_dataloader.dataset.pipeline.1.scale=(64,48)"]
 
 
+@pytest.mark.slow
 def test_demo_on_an_rgba_image(tmp_path):
     rgba = np.random.default_rng(0).integers(0, 255, (40, 56, 4), dtype=np.uint8)
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "pic.png")

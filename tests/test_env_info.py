@@ -164,6 +164,7 @@ def test_driver_table_and_versions():
     assert env_info._cudnn_text(92000) == "9.20.0" and env_info._cudnn_text(8907) == "8.9.7"
 
 
+@pytest.mark.slow
 def test_collect_env_tool_prints_what_a_bug_report_needs():
     done = run_tool("collect_env")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -82,6 +82,7 @@ def test_dry_run_writes_the_report(dry):
         assert f"| {r['segmentor']} | 46 | {r['compared']} | {r['reference']} | {r['core']['n']} |" in md
 
 
+@pytest.mark.slow
 def test_dry_run_agreement_numbers_are_measured(dry):
     report = dry["report"]
     for r in report["agreement"]:
@@ -107,6 +108,7 @@ def test_dry_run_agreement_numbers_are_measured(dry):
     assert any(r["core"]["kept_same_pct"] < 100.0 for r in bf16)  # bf16 flips some top-p decisions
 
 
+@pytest.mark.slow
 def test_dry_run_records_the_cpu_branches(dry):
     for r in dry["report"]["agreement"]:
         assert r["core"]["branches"] == gpu_check.EXPECTED_BRANCHES["cpu"]
@@ -152,6 +154,7 @@ def test_agreement_metrics_on_known_maps():
     assert c["patch_labels_same_pct"] == pytest.approx(100 * 2 / 3) and c["branches"] == {"sort": "x"}
 
 
+@pytest.mark.slow
 def test_dry_run_grid_and_image(dry):
     report = dry["report"]
     (image,) = report["image"]
@@ -173,6 +176,7 @@ def test_dry_run_grid_and_image(dry):
     assert "| fsa | 16 | 3 |" in dry["md"] and "| generated | 96 x 64 |" in dry["md"]
 
 
+@pytest.mark.slow
 def test_dry_run_needs_no_network_cache_or_mmseg(dry):
     assert "network attempts: 0 []" in dry["stdout"]
     for var, folder in dry["caches"].items():
@@ -185,6 +189,7 @@ def test_dry_run_needs_no_network_cache_or_mmseg(dry):
     assert imported - allowed == set()
 
 
+@pytest.mark.slow
 def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     done = run_tool("gpu_check", "--out", tmp_path / "out", env={"CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -215,6 +220,7 @@ def test_budget_estimates_from_the_longest_of_a_kind():
     assert not budget.allows("grid") and budget.allows("image")
 
 
+@pytest.mark.slow
 def test_bad_options_get_one_line(tmp_path):
     done = run_tool("gpu_check", "--dry-run", "--out", tmp_path, "--sections", "grid,foo")
     assert done.returncode == 2

@@ -19,6 +19,7 @@ STANDALONE = ["fsa_seg", "fsa_seg.fsa", "fsa_seg.last_block", "fsa_seg.vfm", "fs
               "fsa_seg.env_info", "fsa_seg.distributed", "fsa_seg.gpu_check"]
 
 
+@pytest.mark.slow
 def test_the_models_import_without_mmseg_mmcv_or_transformers():
     blocked = "; ".join(f"sys.modules[{m!r}] = None" for m in ("mmseg", "mmcv", "mmengine", "transformers"))
     code = f"import sys; {blocked}; " + "; ".join(f"import {m}" for m in STANDALONE)

@@ -77,6 +77,7 @@ def test_logging_interval_follows_the_dataset_size(batches, expected):
     assert logging_interval(batches) == expected
 
 
+@pytest.mark.slow
 @needs_voc
 def test_tools_test_prints_a_line_per_image(tmp_path):
     done = run_tool("test", CONFIG, "--work-dir", tmp_path / "w", "--cfg-options", *TINY,
@@ -93,6 +94,7 @@ def test_tools_test_prints_a_line_per_image(tmp_path):
     assert "Iter(test) [1/3]" in done.stdout and "Iter(test) [2/3]" in done.stdout
 
 
+@pytest.mark.slow
 @needs_voc
 def test_variants_and_sweeps_print_a_line_per_image(tmp_path):
     # two images a batch: one line per batch, counting both
@@ -108,6 +110,7 @@ def test_variants_and_sweeps_print_a_line_per_image(tmp_path):
     assert [line[:2] for line in image_lines(done.stdout)] == [("1", "2"), ("2", "2")]
 
 
+@pytest.mark.slow
 def test_demo_shows_crops_and_the_text_embedding_line(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (60, 100, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "pic.jpg")

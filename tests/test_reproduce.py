@@ -91,6 +91,7 @@ def _fake_results(path: Path, miou: float) -> None:
                                                    "cfg_options": {}}))
 
 
+@pytest.mark.slow
 def test_from_results_leaves_unknown_cells_empty(tmp_path):
     work = tmp_path / "rep"
     _fake_results(work / "fsa" / "voc21", 60.0)

@@ -149,6 +149,7 @@ def test_a_work_dir_that_cannot_be_created_or_written(tmp_path):
 
 
 # --- tools/test.py: one line, exit code, no work dir ----------------------------------------------------------
+@pytest.mark.slow
 @needs_voc
 @pytest.mark.parametrize("extra, expected", [
     (["model.name_path={four}"], ["does not fit VOC21: 4 classes (lines) but VOC21 has 21", "'cat' is on lines 2 and 4"]),
@@ -168,6 +169,7 @@ def test_bad_input_is_one_line_before_anything_is_written(tmp_path, extra, expec
     assert "RANDOM WEIGHTS" not in done.stdout  # stopped before the model was built, so before any image
 
 
+@pytest.mark.slow
 @needs_voc
 def test_work_dir_under_a_file_and_unknown_variant_key(tmp_path):
     blocker = tmp_path / "file"
@@ -181,6 +183,7 @@ def test_work_dir_under_a_file_and_unknown_variant_key(tmp_path):
     assert not work.exists()
 
 
+@pytest.mark.slow
 @needs_voc
 def test_an_unreadable_image_stops_naming_it_and_resume_continues(tmp_path):
     import shutil
@@ -206,6 +209,7 @@ def test_an_unreadable_image_stops_naming_it_and_resume_continues(tmp_path):
     assert result["images"] == 1 and [s["image"] for s in result["skipped_images"]] == [str(image)]
 
 
+@pytest.mark.slow
 @needs_voc
 def test_ctrl_c_says_how_far_and_exits_130(tmp_path):
     work = tmp_path / "work"
@@ -230,6 +234,7 @@ def test_ctrl_c_says_how_far_and_exits_130(tmp_path):
 
 
 # --- weights: offline detected once, the line says how to check the pipeline -----------------------------------
+@pytest.mark.slow
 def test_missing_weights_offline_fail_at_once_with_the_pipeline_hint(tmp_path):
     # a hub address that refuses connections: offline on any machine; empty caches
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),

@@ -66,6 +66,7 @@ def test_sweep_missing_dataset_and_unknown_dataset(tmp_path):
         plan_sweep(CONFIG, [])
 
 
+@pytest.mark.slow
 def test_sweep_command_line_error(tmp_path, voc):
     message = one_line_error(run_tool("sweep", CONFIG, "--grid", "model.topp=0.3,0.4", "--work-dir", tmp_path / "w",
                                       "--data-root", f"voc21={voc}"))
@@ -73,6 +74,7 @@ def test_sweep_command_line_error(tmp_path, voc):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_reproduce_bad_input(tmp_path):
     published = load_published()
     with pytest.raises(FileNotFoundError) as err:
@@ -94,6 +96,7 @@ def test_class_list_errors():
             parse_classes(classes)
 
 
+@pytest.mark.slow
 def test_demo_bad_input(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"this is not an image")
     message = one_line_error(run_tool("demo", tmp_path / "broken.jpg", "--classes", "cat", "--out", tmp_path / "o"))

@@ -60,6 +60,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_offline_without_cache_names_the_source_and_the_fix(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"),
                XDG_CACHE_HOME=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
