@@ -17,7 +17,7 @@ from fsa_seg.apis.evaluate import setup_resume
 from fsa_seg.plugin.evaluation import PerClassIoUMetric
 from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
                                    record_file)
-from tiny import tiny_run_options
+from tiny import as_cli, tiny_run_options
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
@@ -53,15 +53,6 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> None:
 
 def tiny_options(tmp_path: Path, data_root: Path) -> dict:
     return tiny_run_options(tmp_path, data_root, **{"test_dataloader.batch_size": 2})
-
-
-def as_cli(options: dict) -> list:
-    out = []
-    for key, value in options.items():
-        if isinstance(value, tuple):
-            value = "(" + ",".join(str(v) for v in value) + ")"
-        out.append(f"{key}={value}")
-    return out
 
 
 SLOW_HOOK = '''
