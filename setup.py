@@ -38,7 +38,10 @@ setup(
     description="Feedback-driven Self-adaptive Attention (FSA, ICCV 2025) for training-free "
     "open-vocabulary segmentation, as an MMSegmentation plugin.",
     packages=find_packages(include=["fsa_seg", "fsa_seg.*"]),
-    package_data={"fsa_seg": ["class_names/*.txt", "class_names/*.md", "model_configs/*.json"]},
+    # The configs ship inside the package (fsa_seg/.mim/configs links to configs/ in a checkout; the wheel
+    # holds a copy), so a plain ``pip install .`` runs tools/test.py and the Python API.
+    package_data={"fsa_seg": ["resources/class_names/*.txt", "resources/model_configs/*.json",
+                              ".mim/configs/*.py", ".mim/configs/**/*.py"]},
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

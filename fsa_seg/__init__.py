@@ -5,7 +5,7 @@ Importing the package loads nothing heavy. The pieces, by what they need:
 
 * plain torch (+ open_clip, timm, segment-anything): :mod:`fsa_seg.fsa` (the FSA core),
   :mod:`fsa_seg.last_block`, :mod:`fsa_seg.clip_backbone`, :mod:`fsa_seg.vfm`, :mod:`fsa_seg.clip_model`,
-  :mod:`fsa_seg.benchmarking` and :mod:`fsa_seg.gpu_check` (the prepared GPU check);
+  :mod:`fsa_seg.perf` and :mod:`fsa_seg.perf.gpu_check` (the prepared GPU check);
 * + transformers: :mod:`fsa_seg.sam3`;
 * + mmseg/mmcv: :mod:`fsa_seg.plugin` (the registered segmentors, datasets and metric that configs import)
   and :mod:`fsa_seg.apis` (initialise a segmentor from a config, segment an image, evaluate, sweep).

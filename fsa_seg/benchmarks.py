@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+from .resources import CONFIG_DIR, config_path
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Benchmark:
     column: str                 # table column title, e.g. 'COCO-Stuff'
     aliases: Tuple[str, ...]    # other names config files may use for it (sibling lookup)
     dataset_type: str           # mmseg dataset class of its dataset base config
-    class_names: str            # builtin class-name file (fsa_seg/class_names/<class_names>.txt)
+    class_names: str            # builtin class-name file (fsa_seg/resources/class_names/<class_names>.txt)
     data_root: str
     img_dir: str
     mask_dir: str
@@ -56,7 +55,7 @@ class Benchmark:
 
     @property
     def config(self) -> str:
-        """Path of its dataset base config, relative to the repository root."""
+        """Path of its dataset base config, as ``configs/...`` (see :func:`fsa_seg.resources.config_path`)."""
         return f"configs/_base_/datasets/{self.name}.py"
 
     @property
@@ -130,7 +129,7 @@ def benchmark_for_dataset_type(dataset_type: Any) -> Optional[Benchmark]:
 
 def dataset_base_config(name: str) -> str:
     """Absolute path of a benchmark's dataset base config."""
-    return str(REPO_ROOT / get_benchmark(name).config)
+    return str(config_path(get_benchmark(name).config))
 
 
 _VOC12 = dict(data_root="data/VOCdevkit/VOC2012", img_dir="JPEGImages", mask_dir="SegmentationClass",

@@ -7,7 +7,7 @@ score counts for the class of its line. VOC21 and COCO-Object put many backgroun
 synonyms (sky, wall, ...) on line 1 (class 0, background).
 
 Builtin names (``voc21``, ``ade20k``, ...) resolve to the files packaged in
-``fsa_seg/class_names/``; anything else is read as a file path. Each packaged file is a
+``fsa_seg/resources/class_names/``; anything else is read as a file path. Each packaged file is a
 transcription of a released file, named in :data:`CLASS_NAME_SOURCES`: ``<benchmark>.txt``
 are FSA's (and ProxyCLIP's), ``<method>_<benchmark>.txt`` a base method's own file where it
 differs from FSA's (SCLIP's, NACLIP's and ClearCLIP's configs use them), ``sam3_<benchmark>.txt`` the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
-CLASS_NAME_DIR = Path(__file__).resolve().parent / 'class_names'
+from .resources import CLASS_NAME_DIR
 
 # Released repositories at the commits the files were transcribed from (the files themselves are older).
 _FSA = 'github.com/chi-chi-zx/FSA @ dbd2da587893850feb1a71c901afcd0d3886b6df'

@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .resources import MODEL_CONFIG_DIR
 from .weights import WeightsUnavailableError, check_file, hub_offline, missing_weights, warn_random_weights
 
 # The paper's backbones (open_clip name -> pretrained tag).
 PAPER_CLIP_MODELS = {"ViT-B-16": "openai", "ViT-L-14": "openai", "ViT-H-14": "laion2b_s32b_b79k"}
 
 # A tiny architecture ('tiny-ViT-16', random weights only) for fast pipeline checks and tests.
-open_clip.add_model_config(Path(__file__).parent / "model_configs")
+open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
 def _clip_download_hint(model_name: str, pretrained: str) -> Tuple[str, str]:

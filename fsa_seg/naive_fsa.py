@@ -1,6 +1,6 @@
 """Line-by-line transcription of the released FSA algorithm (slow, memory-hungry, obviously correct).
 
-The reference of the parity tests (tests/) and of the benchmark (``fsa_seg.benchmarking``); the package's own
+The reference of the parity tests (tests/) and of the benchmark (``fsa_seg.perf``); the package's own
 FSA never calls it. It follows the released formulation on purpose:
 ``A0`` and ``A_fb`` repeated per head, an ``[N, N, C]`` KL tensor, sort + scatter pruning and the
 ``N x N x N`` ensemble products. Do not optimise it.

@@ -1,4 +1,4 @@
-"""tools/benchmark.py (fsa_seg.benchmarking) in a tiny mode: outputs, fields, rows and the skip logic; the SAM3 path
+"""tools/benchmark.py (fsa_seg.perf) in a tiny mode: outputs, fields, rows and the skip logic; the SAM3 path
 on the tiny SAM3 config, FLOP counting (timings are never checked)."""
 import argparse
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from fsa_seg.benchmarking import estimates, runner, workloads
+from fsa_seg.perf import estimates, runner, workloads
 from tooling import run_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -199,7 +199,7 @@ def test_flop_counter_counts_cpu_attention():
     # torch's FlopCounterMode has no formula for CPU's fused attention kernel: ours adds it (4 B h N^2 d)
     import torch
 
-    from fsa_seg.benchmarking.flops import count_flops
+    from fsa_seg.perf.flops import count_flops
 
     q, k, v = (torch.randn(2, 3, 40, 8) for _ in range(3))
     _, counted = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
@@ -211,7 +211,7 @@ def test_flop_counter_counts_cpu_attention():
 def test_presence_threshold_for_k_present_prompts():
     import torch
 
-    from fsa_seg.benchmarking.sam3_workloads import threshold_for
+    from fsa_seg.perf.sam3_workloads import threshold_for
 
     logits = torch.tensor([2.0, -1.0, 0.5, 3.0, -2.0])
     for k in range(1, 5):
@@ -248,7 +248,7 @@ def test_crop_memory_reports_each_proxy_per_crop(tmp_path):
 
 
 def test_crop_memory_rows_take_the_difference_per_extra_crop():
-    from fsa_seg.benchmarking.runner import crop_memory_rows
+    from fsa_seg.perf.runner import crop_memory_rows
 
     runs = [dict(part='crops', vfm='sam', c=46, batch=b, status='ok', extra_mem_bytes=m, median_s=1.0, n=4096,
                  estimate_bytes=7) for b, m in ((1, 500), (4, 1100))]

@@ -1,4 +1,4 @@
-"""tools/check_data.py (fsa_seg.data_check) on a generated data/ tree."""
+"""tools/check_data.py (fsa_seg.diagnostics.data_check) on a generated data/ tree."""
 import json
 import os
 import os.path as osp
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fsa_seg import data_check as check_data
+from fsa_seg.diagnostics import data_check as check_data
 from fsa_seg.benchmarks import BENCHMARKS
 from tooling import run_tool
 

@@ -1,6 +1,6 @@
 """Every config loads (mmengine Config.fromfile, no model build), is composed as mmseg composes configs, and
 carries the intended values; the committed configs equal tools/gen_configs.py's output; tools/list_configs.py
-(fsa_seg.config_index) filters them."""
+(fsa_seg.zoo.config_index) filters them."""
 import ast
 import re
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from mmengine import Config
 
 from fsa_seg.benchmarks import BENCHMARKS, get_benchmark
-from fsa_seg.config_index import COLUMNS, collect, config_temp_files_in_memory, matches, render
+from fsa_seg.zoo.config_index import COLUMNS, collect, config_temp_files_in_memory, matches, render
 from fsa_seg.class_names import CLASS_NAME_DIR, load_class_names
 from fsa_seg.plugin import FSASegmentor, SAM3Segmentor
 from tooling import run_tool

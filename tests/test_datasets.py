@@ -9,7 +9,7 @@ from PIL import Image
 import fsa_seg.plugin  # noqa: F401  (registers the datasets mmseg lacks, the metric)
 from fsa_seg.benchmarks import BENCHMARKS
 from fsa_seg.class_names import num_classes
-from fsa_seg.experiments import default_config
+from fsa_seg.zoo.experiments import default_config
 from fsa_seg.plugin.datasets import check_data_root
 
 mmengine = pytest.importorskip('mmengine')

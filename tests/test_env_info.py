@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fsa_seg import env_info
+from fsa_seg.diagnostics import env_info
 from tooling import run_tool
 
 H200 = SimpleNamespace(name="NVIDIA H200", total_memory=150_022_512_640, major=9, minor=0)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fsa_seg import data_check
+from fsa_seg.diagnostics import data_check
 from fsa_seg.apis import evaluate, read_results
 from fsa_seg.benchmarks import BENCHMARKS, Benchmark, check_benchmarks, get_benchmark, register_benchmark
 from fsa_seg.last_block import LAST_BLOCKS, CLIPNativeBlock, qkv, register_last_block

@@ -1,4 +1,4 @@
-"""The prepared GPU check (fsa_seg/gpu_check.py, tools/gpu_check.py, tools/gpu_check_wheels.sh) in its CPU dry mode:
+"""The prepared GPU check (fsa_seg/perf/gpu_check.py, tools/gpu_check.py, tools/gpu_check_wheels.sh) in its CPU dry mode:
 the report's fields, that the agreement numbers are computed (not constants), the branches it records, the
 budget, the exit without CUDA, and that it needs no network, no cache, no mmseg/mmcv/mmengine/transformers and
 no package outside its wheel list. Timings are never checked."""
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsa_seg import gpu_check
+from fsa_seg.perf import gpu_check
 from fsa_seg.fsa import FSAParams, feedback_attention
 from tooling import run_tool
 
@@ -30,7 +30,7 @@ socket.socket.connect = socket.socket.connect_ex = refuse
 socket.getaddrinfo = socket.create_connection = refuse
 for name in ("mmcv", "mmengine", "mmseg", "transformers"):
     sys.modules[name] = None  # import fails as if not installed
-from fsa_seg.gpu_check import run_check
+from fsa_seg.perf.gpu_check import run_check
 code = run_check(sys.argv[1], dry_run=True, command="guarded dry run")
 print("network attempts:", len(attempts), attempts[:3])
 sys.exit(code)

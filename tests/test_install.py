@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fsa_seg.env_info import MIN_DRIVER, version_text
+from fsa_seg.diagnostics.env_info import MIN_DRIVER, version_text
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tools" / "install.sh"
@@ -111,7 +111,7 @@ def test_mmcv_build_hides_cuda_on_a_gpu_host(tmp_path):
 
 @pytest.mark.parametrize("cuda_tag, major", [("cu118", 11), ("cu126", 12), ("cu130", 13)])
 def test_driver_warning_follows_the_driver_table(tmp_path, cuda_tag, major):
-    """The script's driver floors are fsa_seg.env_info.MIN_DRIVER's: no warning at the floor, one just below."""
+    """The script's driver floors are fsa_seg.diagnostics.env_info.MIN_DRIVER's: no warning at the floor, one just below."""
     floor = MIN_DRIVER[major]
     below = ".".join(str(p) for p in floor[:-1] + (floor[-1] - 1,)) if len(floor) > 1 else f"{floor[0] - 1}.99"
     done, _ = dry_run(tmp_path / "venv", "--cuda", cuda_tag, nvidia_driver=version_text(floor), tmp_path=tmp_path)

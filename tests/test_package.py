@@ -14,9 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 STANDALONE = ["fsa_seg", "fsa_seg.fsa", "fsa_seg.last_block", "fsa_seg.vfm", "fsa_seg.clip_backbone",
               "fsa_seg.clip_model", "fsa_seg.open_vocab", "fsa_seg.naive_fsa", "fsa_seg.benchmarks",
-              "fsa_seg.class_names", "fsa_seg.sliding_window", "fsa_seg.pamr", "fsa_seg.data_check",
-              "fsa_seg.benchmarking.workloads", "fsa_seg.benchmarking.runner", "fsa_seg.converters.voc",
-              "fsa_seg.env_info", "fsa_seg.distributed", "fsa_seg.gpu_check"]
+              "fsa_seg.class_names", "fsa_seg.sliding_window", "fsa_seg.pamr", "fsa_seg.diagnostics.data_check",
+              "fsa_seg.perf.workloads", "fsa_seg.perf.runner", "fsa_seg.converters.voc",
+              "fsa_seg.diagnostics.env_info", "fsa_seg.distributed", "fsa_seg.perf.gpu_check"]
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import pytest
 from datagen import write_voc
 from fsa_seg.apis.paper_table import reproduce_table
 from fsa_seg.benchmarks import BENCHMARKS
-from fsa_seg.experiments import find_config
-from fsa_seg.published_results import PUBLISHED, cell, find_entry, load_published
+from fsa_seg.zoo.experiments import find_config
+from fsa_seg.zoo.published_results import PUBLISHED, cell, find_entry, load_published
 from tiny import tiny_run_options
 from tooling import run_tool
 
@@ -169,7 +169,7 @@ EIGHT = list(BENCHMARKS)[:8]
 
 
 def _title(method, vfm):
-    from fsa_seg.experiments import method_title
+    from fsa_seg.zoo.experiments import method_title
     return method_title(method, vfm)
 
 

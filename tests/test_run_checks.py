@@ -39,7 +39,7 @@ def one_line_error(done, code=2) -> str:
 
 
 def voc_lines(replace=None):
-    lines = (REPO / "fsa_seg" / "class_names" / "voc21.txt").read_text().splitlines()
+    lines = (REPO / "fsa_seg" / "resources" / "class_names" / "voc21.txt").read_text().splitlines()
     for k, text in (replace or {}).items():
         lines[k] = text
     return lines

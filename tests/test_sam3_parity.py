@@ -30,7 +30,8 @@ except ImportError as err:
 
 from transformers import Sam3Config, Sam3Model  # noqa: E402
 
-from fsa_seg.sam3 import decode, official  # noqa: E402
+from fsa_seg.sam3 import decode
+from fsa_seg.sam3 import reference as official  # noqa: E402
 from fsa_seg.sam3.loading import build_tokenizer, tiny_sam3_config, use_reference_layer_norm_eps  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.numerics]

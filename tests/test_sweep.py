@@ -128,7 +128,7 @@ def test_grid_parsing():
 def test_config_for_another_dataset():
     from mmengine.config import Config
 
-    from fsa_seg.experiments import config_for_dataset, dataset_model_keys
+    from fsa_seg.zoo.experiments import config_for_dataset, dataset_model_keys
 
     assert config_for_dataset(CONFIG, "voc21") == (CONFIG, {}, "same")
     path, options, how = config_for_dataset(str(REPO / "configs" / "fsa_proxy_sam_voc.py"), "context60")

@@ -8,7 +8,7 @@ from datagen import write_voc
 from fsa_seg.apis import parse_classes
 from fsa_seg.apis.paper_table import plan_table
 from fsa_seg.apis.sweep import SweepError, parse_grid, plan_sweep
-from fsa_seg.published_results import load_published
+from fsa_seg.zoo.published_results import load_published
 from tooling import run_tool
 
 REPO = Path(__file__).resolve().parents[1]

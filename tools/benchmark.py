@@ -11,7 +11,7 @@
     python tools/benchmark.py --crop-memory --repeats 1           # peak memory per crop of each proxy
     python tools/benchmark.py --sam3 --parts sam3_step --sam3-variants last_layer,output --sam3-present 4,46
 
-Parts (see fsa_seg/benchmarking/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
+Parts (see fsa_seg/perf/workloads.py): ``whole`` / ``whole_base`` (per-crop forward of the config
 with / without FSA), ``base`` / ``block_fsa`` (the last block without / with FSA), ``fsa`` (the FSA step
 alone, fsa_seg/fsa.py), ``naive`` (fsa_seg/naive_fsa.py, the released formulation), ``image`` (end to end
 per image with ``--image``). Models are built from ``--config`` with random weights at the real shapes;
@@ -20,9 +20,9 @@ N is the number of proxy tokens (the VFM picks it in the whole-forward parts: 44
 
 Method: every measurement runs in a fresh subprocess (``--in-process`` to share one): build, ``--warmup``
 untimed calls, ``--repeats`` timed calls (median, min, max, quartiles), then ``--mem-repeats`` calls for
-peak extra memory (fsa_seg/benchmarking/memory.py: CPU peak RSS growth with the kernel's VmHWM reset and the
+peak extra memory (fsa_seg/perf/memory.py: CPU peak RSS growth with the kernel's VmHWM reset and the
 allocator settled; CUDA ``max_memory_allocated`` growth). Naive runs whose estimated peak
-(fsa_seg/benchmarking/estimates.py) exceeds ``--mem-budget-gb`` are skipped with the reason. On CUDA, ours
+(fsa_seg/perf/estimates.py) exceeds ``--mem-budget-gb`` are skipped with the reason. On CUDA, ours
 runs in the config's precision (``auto``: fp16), the naive reference in fp32. Timings are printed and
 written (``WORK_DIR/benchmark.json``, ``WORK_DIR/benchmark.md``), never asserted.
 
@@ -30,7 +30,7 @@ On a shared machine, ``--wait-quiet S`` makes each timed repeat wait (up to S se
 leave the CPUs idle; the ``others`` column reports the cores other processes used during the repeats.
 ``--render A.json B.json`` merges saved runs (e.g. the grid and the per-image runs) into one report.
 
-``--sweep`` (fsa_seg/benchmarking/sweep.py): the 3 x 3 ``top_p`` x ``lamda`` grid over the same generated
+``--sweep`` (fsa_seg/perf/timing_grid.py): the 3 x 3 ``top_p`` x ``lamda`` grid over the same generated
 images (``--sweep-images`` of ``--image-size``), in one pass (the backbone once per crop batch) and as separate
 runs (a full prediction per setting), in this process, ``--sweep-repeats`` rounds alternating which way runs
 first; prints the wall times, the ratio (medians) and whether the predictions are identical
@@ -42,7 +42,7 @@ the last block with FSA) on 1 and on ``--crop-batch`` crops in one batch, C = 46
 gives the extra peak of both, what each further crop adds, and the estimate ``crop_batch_size=None`` uses
 (``CLIPSegModel.crop_memory_bytes``). Memory is measured as for every part; nothing is asserted.
 
-SAM3 (``--sam3``, ``--sam3 tiny`` for the tiny test config; fsa_seg/benchmarking/sam3_workloads.py): one crop at
+SAM3 (``--sam3``, ``--sam3 tiny`` for the tiny test config; fsa_seg/perf/sam3_workloads.py): one crop at
 SAM3's input size with ``--c`` prompts (default 46), random weights at SAM3's full size, config
 ``configs/fsa_sam3_voc21.py`` unless ``--config``: parts ``sam3_base`` (crop forward without FSA), ``sam3_fsa`` (with
 FSA, ``--sam3-present`` K prompts judged present) and ``sam3_step`` (FSA alone after the first pass), FSA parts for
@@ -55,10 +55,10 @@ import os
 import sys
 from typing import List, Optional
 
-from fsa_seg.benchmarking.runner import (ALL_PARTS, CROP_MEMORY_VFMS, DEFAULT_C, DEFAULT_N, parse_choices,
+from fsa_seg.perf.runner import (ALL_PARTS, CROP_MEMORY_VFMS, DEFAULT_C, DEFAULT_N, parse_choices,
                                          parse_ints, render, run_benchmark)
-from fsa_seg.benchmarking.sam3_workloads import SAM3_PARTS, SAM3_SIZES, SAM3_VARIANTS
-from fsa_seg.benchmarks import REPO_ROOT
+from fsa_seg.perf.sam3_workloads import SAM3_PARTS, SAM3_SIZES, SAM3_VARIANTS
+from fsa_seg.resources import config_path
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -151,8 +151,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return render(args)
     from mmengine.config import Config
 
-    if not os.path.isfile(args.config) and (REPO_ROOT / args.config).is_file():
-        args.config = str(REPO_ROOT / args.config)
+    if not os.path.isfile(args.config) and config_path(args.config).is_file():
+        args.config = str(config_path(args.config))
     args.config = os.path.abspath(args.config)
     if not os.path.isfile(args.config):
         print(f"error: config file '{args.config}' not found", file=sys.stderr)
@@ -161,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg.merge_from_dict(args.cfg_options or {})
     command = "python tools/benchmark.py " + " ".join(argv)
     if args.sweep:
-        from fsa_seg.benchmarking.sweep import run_sweep_benchmark
+        from fsa_seg.perf.timing_grid import run_sweep_benchmark
 
         overrides = {k: v for k, v in (("device", args.device), ("precision", args.precision)) if v}
         if args.real_weights:

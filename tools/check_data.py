@@ -24,7 +24,7 @@ from dataclasses import asdict
 from typing import List, Optional
 
 from fsa_seg.benchmarks import BENCHMARKS
-from fsa_seg.data_check import check_benchmark, format_table, resolve_roots
+from fsa_seg.diagnostics.data_check import check_benchmark, format_table, resolve_roots
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import List, Optional
 
-from fsa_seg.env_info import collect_env, format_env
+from fsa_seg.diagnostics.env_info import collect_env, format_env
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -44,8 +44,8 @@ from mmengine.config import DictAction
 
 from fsa_seg.apis.config import ConfigKeyError
 from fsa_seg.apis.inference import init_segmentor, parse_classes, read_image, segment_image, write_class_file
-from fsa_seg.benchmarks import CONFIG_DIR
-from fsa_seg.env_info import announce_run
+from fsa_seg.resources import CONFIG_DIR
+from fsa_seg.diagnostics.env_info import announce_run
 from fsa_seg.open_vocab import CropMemoryError
 from fsa_seg.progress import progress_callback
 from fsa_seg.weights import WeightsUnavailableError

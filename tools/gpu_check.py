@@ -1,5 +1,5 @@
 """The prepared GPU check: fp16/bf16 vs fp32 agreement of the FSA core and of every segmentor, the benchmark
-grid on CUDA, one image end to end; JSON + markdown (see fsa_seg/gpu_check.py).
+grid on CUDA, one image end to end; JSON + markdown (see fsa_seg/perf/gpu_check.py).
 
     python tools/gpu_check.py --out work_dirs/gpu_check              # on a CUDA machine (~7 min budget)
     python tools/gpu_check.py --out work_dirs/gpu_check --dry-run    # the same code on the CPU, tiny models
@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from fsa_seg.gpu_check import DEFAULT_BUDGET_S, SECTIONS, run_check
+from fsa_seg.perf.gpu_check import DEFAULT_BUDGET_S, SECTIONS, run_check
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -63,7 +63,7 @@ if [ -n "$TORCH_INDEX" ]; then
 fi
 
 # NVIDIA's minimum Linux driver per CUDA major version (CUDA minor version compatibility; the same table as
-# fsa_seg/env_info.py::MIN_DRIVER, which cites NVIDIA's "CUDA Compatibility" document).
+# fsa_seg/diagnostics/env_info.py::MIN_DRIVER, which cites NVIDIA's "CUDA Compatibility" document).
 min_driver() {
   case ${1%%.*} in
     11) echo 450.80.02 ;;

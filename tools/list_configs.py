@@ -15,7 +15,7 @@ import sys
 from typing import List, Optional
 
 from fsa_seg.benchmarks import BENCHMARKS
-from fsa_seg.config_index import collect, matches, render
+from fsa_seg.zoo.config_index import collect, matches, render
 
 
 def main(argv: Optional[List[str]] = None) -> int:

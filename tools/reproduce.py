@@ -5,7 +5,7 @@ benchmarks, next to the published numbers.
         [--datasets voc21,context60,...] [--data-root voc21=PATH ...] [--work-dir DIR] \\
         [--cfg-options KEY=VALUE ...] [--from-results] [--published FILE.json] [--rerun] [--separate]
 
-For each benchmark and for FSA off/on the config is looked up in configs/ (``fsa_seg.experiments.find_config``:
+For each benchmark and for FSA off/on the config is looked up in configs/ (``fsa_seg.zoo.experiments.find_config``:
 ``configs/fsa_proxy_{vfm}_{dataset}.py``, ``configs/proxyclip/{fsa_}proxy_{vfm}_{backbone}_{dataset}.py``,
 ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py``; without a file, the dataset config with
 ``--cfg-options model.base_method=... model.fsa=... model.clip_model=... model.vfm=...``) and evaluated
@@ -37,9 +37,9 @@ from mmengine.config import DictAction
 
 from fsa_seg.apis.paper_table import reproduce_table
 from fsa_seg.benchmarks import check_benchmarks
-from fsa_seg.experiments import parse_data_roots
+from fsa_seg.zoo.experiments import parse_data_roots
 from fsa_seg.last_block import list_base_methods
-from fsa_seg.published_results import load_published
+from fsa_seg.zoo.published_results import load_published
 from fsa_seg.vfm import list_vfms
 from fsa_seg.weights import WeightsUnavailableError
 

@@ -1,7 +1,7 @@
 """Parity of our SAM3 decode path with Meta's reference forward, at SAM3's full size, random weights, fp32, CPU.
 
 Builds the reference image model (``sam3`` package, ``build_sam3_image_model``, 840.5M parameters) with seeded
-random weights, converts them to ``Sam3Model`` keys (``fsa_seg.sam3.official.official_to_hf``, strict load), and
+random weights, converts them to ``Sam3Model`` keys (``fsa_seg.sam3.reference.official_to_hf``, strict load), and
 compares on one 1008 x 1008 image and a few prompts:
 
 * ours: ``fsa_seg.sam3.decode.forward_prompts`` (backbone and geometry token once, then all prompts), against
@@ -9,7 +9,7 @@ compares on one 1008 x 1008 image and a few prompts:
 * for scale: transformers' own ``Sam3Model.forward`` (text only, no geometry token) on the same weights;
 * with ``--hf-eps``: ours again with the ViT LayerNorm eps transformers defaults to (1e-6, the reference has 1e-5).
 
-Also checks that ``fsa_seg.sam3.official.build_official`` (the reference modules assembled from a Sam3Config,
+Also checks that ``fsa_seg.sam3.reference.build_official`` (the reference modules assembled from a Sam3Config,
 used at tiny size by tests/test_sam3_parity.py) gives the reference builder's structure at full size.
 Prints max abs differences, relative to the reference's magnitude, and cosines; asserts nothing, times are
 informative only. Memory: each 840M-parameter fp32 model is 3.4 GB; at most two are alive at once (the builder
@@ -29,7 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fsa_seg.sam3 import decode, official
+from fsa_seg.sam3 import decode
+from fsa_seg.sam3 import reference as official
 from fsa_seg.sam3.loading import build_tokenizer, use_reference_layer_norm_eps
 
 SIZE = 1008

@@ -327,7 +327,7 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
 
     from ..distributed import setup_distributed
-    from ..env_info import announce_run
+    from ..diagnostics.env_info import announce_run
     from ..plugin.datasets import check_data_root
     from ..plugin.resume import check_resumable
     from .checks import check_class_file, check_writable

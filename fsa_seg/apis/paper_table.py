@@ -1,7 +1,7 @@
 """The paper's comparison table for one method: the method and the method + FSA on the benchmarks, next to
 the published numbers (``tools/reproduce.py``).
 
-:func:`plan_table` finds each cell's config (:func:`fsa_seg.experiments.find_config`) and makes one
+:func:`plan_table` finds each cell's config (:func:`fsa_seg.zoo.experiments.find_config`) and makes one
 :class:`~.jobs.Job` per (row, benchmark) into ``WORK_DIR/{base,fsa}/<dataset>/``; :func:`write_table` writes
 ``table.md`` / ``table.csv``: rows ``ours`` / ``paper`` / ``diff``, columns the benchmarks in the paper's
 order and their average (only when every benchmark of the row has a number). :func:`plan_passes` pairs the two
@@ -16,9 +16,10 @@ import os
 import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ..benchmarks import REPO_ROOT, get_benchmark, paper_benchmarks
-from ..experiments import backbone_tag, find_config, method_title
-from ..published_results import (cell, describe_entry, entry_numbers, find_entry, matching_entries,
+from ..benchmarks import get_benchmark, paper_benchmarks
+from ..resources import shown_path
+from ..zoo.experiments import backbone_tag, find_config, method_title
+from ..zoo.published_results import (cell, describe_entry, entry_numbers, find_entry, matching_entries,
                                  published_average, settings_mismatch)
 from .config import ConfigKeyError, check_options, load_config
 from .jobs import Job
@@ -146,7 +147,7 @@ def plan_table(method: str, vfm: Optional[str], backbone: str, datasets: Sequenc
             job_options.update(options or {})
             if ds in (data_roots or {}):
                 job_options["test_dataloader.dataset.data_root"] = data_roots[ds]
-            shown = osp.relpath(config, REPO_ROOT) if config.startswith(str(REPO_ROOT)) else config
+            shown = shown_path(config)
             row.runs[ds] = f"`{shown}`" + (" (no config file: dataset config + " +
                                            ", ".join(f"{k}={v}" for k, v in job_options.items()
                                                      if k.startswith("model.")) + ")" if how == "fallback" else "")
@@ -201,7 +202,7 @@ def reproduce_table(method: str, vfm: Optional[str], backbone: str, datasets: Op
     the paper's eight) and write the table; returns the rows, the written files and how many runs failed.
     Each benchmark's two runs share one pass over the data when they can (:func:`plan_passes`; ``separate``:
     never)."""
-    from ..published_results import load_published
+    from ..zoo.published_results import load_published
     from .jobs import collect_job, run_job_groups
 
     vfm = vfm if method == "proxyclip" else None

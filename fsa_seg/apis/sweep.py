@@ -5,7 +5,7 @@
 * :func:`plan_sweep` checks every key and benchmark before anything runs and makes one :class:`~.jobs.Job`
   per (benchmark, combination), into ``WORK_DIR/<dataset>/<key=value__...>/``; on another benchmark the
   sibling config (name differing only in the dataset part) is used, else the dataset base config plus the
-  config's model keys (:func:`fsa_seg.experiments.config_for_dataset`);
+  config's model keys (:func:`fsa_seg.zoo.experiments.config_for_dataset`);
 * :func:`plan_passes` groups the jobs into passes over the data: combinations that differ only in settings that
   act after the backbone (the model's ``VARIANT_KEYS``, :mod:`.one_pass`) share one pass; a grid key that
   changes anything else (the dataset, the window, the backbone, ...) splits them into one pass per value;
@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mmengine.config import Config, DictAction
 
-from ..benchmarks import REPO_ROOT, check_benchmarks
+from ..benchmarks import check_benchmarks
+from ..resources import shown_path
 from .config import ConfigKeyError, check_config_keys, check_options, load_config
 from .jobs import Job, JobResult
 from .one_pass import pass_variants, variant_grid
@@ -261,7 +262,7 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
     ``datasets``: benchmarks to sweep on (default: the config's own); ``data_roots``: benchmark -> data
     root; ``options``: overrides applied to every combination.
     """
-    from ..experiments import config_for_dataset, dataset_of_config
+    from ..zoo.experiments import config_for_dataset, dataset_of_config
     from ..plugin.datasets import check_data_root
 
     if not osp.isfile(config):
@@ -297,7 +298,7 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
             raise SweepError(str(err)) from None
         check_data_root(cfg.test_dataloader.dataset)
         if how != "same":
-            shown = osp.relpath(ds_config, REPO_ROOT) if ds_config.startswith(str(REPO_ROOT)) else ds_config
+            shown = shown_path(ds_config)
             print(f"{ds}: {shown} ({how})")
         for combo in combos:
             random = bool(combo.get("model.random_weights", cfg.model.get("random_weights", False)))

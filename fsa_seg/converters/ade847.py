@@ -39,7 +39,7 @@ SPLIT_FILE = 'validation.txt'
 MAX_SIZE = 512  # short side of the prepared images when both sides are larger
 
 # ADE20K-full object class index of each of the 847 classes, in class order (0..846); the order of
-# fsa_seg/class_names/ade847.txt. Transcribed from the "id" fields of ADE20K_SEM_SEG_FULL_CATEGORIES in
+# fsa_seg/resources/class_names/ade847.txt. Transcribed from the "id" fields of ADE20K_SEM_SEG_FULL_CATEGORIES in
 # github.com/facebookresearch/MaskFormer datasets/prepare_ade20k_full_sem_seg.py @ da3e60d (the same list as
 # CAT-Seg's datasets/prepare_ade20k_full.py @ 6d3a188).
 ADE847_OBJECT_IDS = (

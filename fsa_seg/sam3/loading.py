@@ -37,7 +37,7 @@ def tiny_sam3_config() -> dict:
                                  window_size=4, global_attn_indexes=[1], pretrain_image_size=56),
             fpn_hidden_size=width, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]]),
         # The reference text encoder fixes CLIP's MLP ratio (4) and output projection (512): kept so the official
-        # modules can be built at this size too (fsa_seg/sam3/official.py).
+        # modules can be built at this size too (fsa_seg/sam3/reference.py).
         text_config=dict(hidden_size=width, intermediate_size=4 * width, projection_dim=512, num_hidden_layers=1,
                          num_attention_heads=heads, max_position_embeddings=TEXT_LENGTH, hidden_act="gelu"),
         geometry_encoder_config=dict(hidden_size=width, num_layers=1, num_attention_heads=heads,

@@ -1,0 +1,33 @@
+# PASCAL VOC 2012 val (1449 images), 20 object classes: background pixels are ignored
+# (PascalVOC20Dataset sets reduce_zero_label=True).
+# The dataset only: the model and the per-benchmark model keys come from a model base and a protocol
+# base (configs/_base_/models/, configs/_base_/protocols/), composed by each config.
+dataset_type = 'PascalVOC20Dataset'
+# Relative to the working directory (the repository root): see data/README.md, or override
+# with --cfg-options test_dataloader.dataset.data_root=/path/to/VOC2012
+data_root = 'data/VOCdevkit/VOC2012'
+
+test_pipeline = [
+    # color_type='color' decodes grayscale, palette and RGBA images as 3-channel BGR.
+    dict(type='LoadImageFromFile', color_type='color'),
+    # Short side to 336 (long side at most 2048), aspect ratio kept: the released FSA protocol's resize.
+    dict(type='Resize', scale=(2048, 336), keep_ratio=True),
+    # After Resize, so the ground truth keeps its original size for evaluation.
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        ann_file='ImageSets/Segmentation/val.txt',
+        pipeline=test_pipeline,
+    ),
+)
+test_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
