@@ -9,6 +9,7 @@ the ``.pth`` files inside it, so the editable install of the checkout stays invi
 """
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -29,9 +30,20 @@ pytestmark = pytest.mark.slow
 def installed(tmp_path_factory):
     """(python of the new environment, its environment variables, a working directory outside the checkout)."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of the tracked files: an in-tree build would leave build/ in the checkout, and a stale
+    # build/ there could put removed modules into the wheel.
+    source = root / "source"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        src, dst = REPO / rel, source / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            dst.symlink_to(os.readlink(src))
+        elif src.is_file():
+            shutil.copy2(src, dst)
     wheels = root / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(wheels), str(source)], check=True, capture_output=True, timeout=300)
     wheel, = wheels.glob("fsa_seg-*.whl")
     venv = root / "venv"
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
