@@ -35,6 +35,7 @@ EXTRAS_REQUIRE = {
 setup(
     name="fsa-seg",
     version="0.1.0",
+    license="Apache-2.0",
     description="Feedback-driven Self-adaptive Attention (FSA, ICCV 2025) for training-free "
     "open-vocabulary segmentation, as an MMSegmentation plugin.",
     packages=find_packages(include=["fsa_seg", "fsa_seg.*"]),

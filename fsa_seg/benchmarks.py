@@ -5,7 +5,7 @@ An entry says what a benchmark is (titles, the names config files may use for it
 split lives and how its masks are encoded, its class-name file, the test resize of the released FSA
 protocol, whether class 0 is a background class, its converter and its dataset base config. Adding a
 benchmark is one :class:`Benchmark` entry (:func:`register_benchmark`), one dataset base config
-(``configs/_base_/datasets/<name>.py``) and one class-name file (README, "Extending").
+(``configs/_base_/datasets/<name>.py``) and one class-name file (docs/extending.md).
 
 The eight benchmarks of FSA (ICCV 2025) and its bases, in the column order of the paper's tables:
 VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes, ADE20K. Then two more that the

@@ -379,7 +379,7 @@ VFM_REGISTRY: Dict[str, Callable[..., ProxyFeatures]] = {
 
 def register_vfm(name: str, builder: Callable[..., ProxyFeatures]) -> Callable[..., ProxyFeatures]:
     """Add a proxy model: ``builder(checkpoint=None, random_weights=False, crop_size=336)`` returns a
-    :class:`ProxyFeatures` (README, "Extending")."""
+    :class:`ProxyFeatures` (docs/extending.md)."""
     if not name or name in VFM_REGISTRY:
         raise ValueError(f"proxy model needs a new unique name, got '{name}'")
     VFM_REGISTRY[name] = builder

@@ -21,7 +21,7 @@ class WeightsUnavailableError(RuntimeError):
 
 #: appended to every missing-weights message: how to check the pipeline without any weights
 PIPELINE_CHECK_HINT = ("To check the pipeline without weights: --cfg-options model.random_weights=True (fast: add "
-                       "model.clip_model=tiny-ViT-16 model.vfm=tiny-dino; README, 'Pipeline checks').")
+                       "model.clip_model=tiny-ViT-16 model.vfm=tiny-dino; docs/evaluation.md).")
 
 
 def missing_weights(model: str, looked_for: str, how: str, cause: Optional[BaseException] = None) -> WeightsUnavailableError:

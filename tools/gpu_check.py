@@ -5,7 +5,7 @@ grid on CUDA, one image end to end; JSON + markdown (see fsa_seg/perf/gpu_check.
     python tools/gpu_check.py --out work_dirs/gpu_check --dry-run    # the same code on the CPU, tiny models
 
 Needs torch, open_clip, timm and segment-anything only (no mmseg/mmcv/mmengine): on a GPU machine without a
-package index, bring them as wheels (bash tools/gpu_check_wheels.sh; README, "The GPU check"). Without CUDA and
+package index, bring them as wheels (bash tools/gpu_check_wheels.sh; docs/gpu_check.md). Without CUDA and
 without --dry-run it says so and exits 0.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ model = dict(
     clip_model='ViT-B-16',
     clip_pretrained='openai',
     clip_checkpoint=None,
-    # Last-block attention of the base method (see README: base methods): vanilla | maskclip | sclip |
+    # Last-block attention of the base method (docs/design.md, "Base methods"): vanilla | maskclip | sclip |
     # clearclip | naclip | proxyclip; base_method_cfg holds its options, e.g. dict(gaussian_std=5.0) for
     # naclip, dict(residual=False, ffn=False) for an ablation of a CLIP-native method.
     base_method='proxyclip',

@@ -1,6 +1,6 @@
 # The SAM3 (+ FSA) segmentor with its defaults, used by configs/sam3_*.py and configs/fsa_sam3_*.py (with a
 # dataset base and the sam3 protocol base of the benchmark: SAM3 class names, background and instance thresholds,
-# resize). Every key can be overridden with --cfg-options model.KEY=VALUE. README, "FSA on SAM3".
+# resize). Every key can be overridden with --cfg-options model.KEY=VALUE. docs/sam3.md.
 
 model = dict(
     type='SAM3Segmentor',
