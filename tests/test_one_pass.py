@@ -46,6 +46,10 @@ CASES = {
 }
 
 
+def test_the_cases_vary_every_clip_variant_key():
+    assert set().union(*PROXY_VARIANTS, *NATIVE_VARIANTS) == CLIPSegModel.VARIANT_KEYS
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_variants_equal_models_built_with_them(case, one_thread):
