@@ -7,17 +7,19 @@ Plain torch (open_clip, timm, segment-anything; no mmseg). The mmseg segmentor `
   CLIP up to (not through) its last block, and the proxy model's features;
 * :meth:`CLIPSegModel.logits_from_features` - the base method's last block, FSA, the logits head.
 
-The settings of the second stage and of the post-processing (``CLIPSegModel.VARIANT_KEYS``: FSA and its
-parameters, the base method and its options, PAMR, the thresholds and the logit scale) can therefore differ
-between the variants of one pass (:meth:`~fsa_seg.open_vocab.OpenVocabModel.predict_variants`): the first stage
-runs once per crop batch for all of them.
+The settings of the second stage and of the post-processing (:class:`CLIPHeadSettings`, the model's
+``settings``: FSA and its parameters, the base method and its options, PAMR, the thresholds and the logit scale)
+can therefore differ between the variants of one pass
+(:meth:`~fsa_seg.open_vocab.OpenVocabModel.predict_variants`): the first stage runs once per crop batch for all
+of them.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import open_clip
@@ -26,11 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .clip_backbone import CLIPBackbone, create_clip
-from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
-from .last_block import LAST_BLOCKS, LastBlockAttention, build_last_block
-from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, VariantError
+from .fsa import FeedbackSelfAdaptiveAttention, FSAParams, LogitHead, attend, merge_heads
+from .last_block import LAST_BLOCKS, LastBlockAttention, LastBlockMethod, build_last_block
+from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, OutputSettings, VariantError
 from .pamr import PAMR
 from .progress import Progress
+from .settings import AFTER_SCORES, RENAMED_SCALES
 from .vfm import build_vfm
 
 # ImageNet statistics in 0..1, used by the proxy VFMs.
@@ -66,6 +69,53 @@ class CropFeatures:
     proxy: Optional[Tensor]
 
 
+@dataclass(frozen=True)
+class CLIPHeadSettings(OutputSettings):
+    """The settings of :class:`CLIPSegModel` that act after :meth:`~CLIPSegModel.crop_features` (see its
+    arguments), and the pieces they stand for: :attr:`block_method`, :attr:`fsa_attention`, :attr:`pamr_refiner`
+    (built when the settings are, so a bad value fails there)."""
+
+    base_method: str = "proxyclip"
+    base_method_cfg: Optional[Mapping[str, Any]] = None
+    beta: float = 1.2
+    gamma: float = 3.0
+    fsa: bool = True
+    top_p: float = FSAParams.top_p
+    lamda: float = FSAParams.lamda
+    feedback_scale: float = FSAParams.feedback_scale
+    isolation_scale: float = FSAParams.isolation_scale
+    pamr: bool = field(default=False, metadata=AFTER_SCORES)
+    pamr_steps: int = field(default=10, metadata=AFTER_SCORES)
+    pamr_dilations: Sequence[int] = field(default=(8, 16), metadata=AFTER_SCORES)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for piece in ("block_method", "fsa_attention", "pamr_refiner"):  # built, and so checked, now
+            getattr(self, piece)
+
+    @cached_property
+    def block_method(self) -> LastBlockMethod:
+        """The base method's last block."""
+        method_cfg = dict(self.base_method_cfg or {})
+        if self.base_method == "proxyclip":
+            method_cfg.setdefault("beta", self.beta)
+            method_cfg.setdefault("gamma", self.gamma)
+        return build_last_block(self.base_method, **method_cfg)
+
+    @cached_property
+    def fsa_attention(self) -> Optional[FeedbackSelfAdaptiveAttention]:
+        """FSA with these parameters, or None (``fsa=False``)."""
+        if not self.fsa:
+            return None
+        return FeedbackSelfAdaptiveAttention(top_p=self.top_p, lamda=self.lamda, feedback_scale=self.feedback_scale,
+                                             isolation_scale=self.isolation_scale)
+
+    @cached_property
+    def pamr_refiner(self) -> Optional[PAMR]:
+        """PAMR with these steps and dilations, or None (``pamr=False``)."""
+        return PAMR(self.pamr_steps, self.pamr_dilations) if self.pamr else None
+
+
 class CLIPSegModel(OpenVocabModel):
     """Training-free open-vocabulary segmentation with CLIP, a base method and (optionally) FSA.
 
@@ -76,8 +126,9 @@ class CLIPSegModel(OpenVocabModel):
         vfm / vfm_checkpoint: proxy model for ProxyCLIP (``sam``, ``dino``, ``dinov2``, ``mae``).
         beta, gamma: ProxyCLIP's attention shift and scale.
         fsa, top_p, lamda: FSA on/off, pruning mass and sharpening (paper Sec. 3).
-        base_scale, uniform_scale: FSA's logit scales of the base and the uniform-attention outputs in its
-            attention isolation (paper Eq. 3-4; released 20 and 35).
+        feedback_scale, isolation_scale: FSA's logit scales in its attention isolation (paper Eq. 3-4; released 20
+            and 35): of the base output (the feedback distribution) and of the subtracted uniform-attention output.
+            ``base_scale`` / ``uniform_scale`` are their deprecated names.
         random_weights: random CLIP/VFM weights, for pipeline checks only.
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
@@ -89,33 +140,26 @@ class CLIPSegModel(OpenVocabModel):
             embedding drops the remainder and the logits are stretched over the whole window, as NACLIP's
             released code does, e.g. on its whole-image VOC protocol).
         pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
+
+    The settings (base_method, base_method_cfg, beta, gamma, fsa, top_p, lamda, feedback_scale, isolation_scale,
+    pamr, pamr_steps, pamr_dilations and the output settings) are keyword arguments, :class:`CLIPHeadSettings`
+    (their defaults there); the model holds them as ``settings``.
     """
 
-    #: the settings of the last block, FSA and the post-processing (see the module docstring)
-    VARIANT_KEYS = OpenVocabModel.VARIANT_KEYS | frozenset({
-        "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
-        "uniform_scale", "pamr", "pamr_steps", "pamr_dilations"})
-    VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + ("method", "base_method", "fsa", "pamr")
-    # PAMR refines the scores at the original size (refine_scores), after the crop scores
-    POST_SCORE_KEYS = OpenVocabModel.POST_SCORE_KEYS | frozenset({"pamr", "pamr_steps", "pamr_dilations"})
+    SETTINGS = CLIPHeadSettings
+    RENAMED_SETTINGS = RENAMED_SCALES
 
     def __init__(self, name_path: str, clip_model: str = "ViT-B-16", clip_pretrained: Optional[str] = "openai",
-                 clip_checkpoint: Optional[str] = None, base_method: str = "proxyclip",
-                 vfm: Optional[str] = "sam", vfm_checkpoint: Optional[str] = None, beta: float = 1.2,
-                 gamma: float = 3.0, fsa: bool = True, top_p: float = 0.45, lamda: float = 3.0,
-                 base_scale: float = 20.0, uniform_scale: float = 35.0,
-                 base_method_cfg: Optional[dict] = None, random_weights: bool = False,
+                 clip_checkpoint: Optional[str] = None, vfm: Optional[str] = "sam",
+                 vfm_checkpoint: Optional[str] = None, random_weights: bool = False,
                  templates: str = "openai_imagenet", cache_text: bool = True,
-                 text_embeddings: Optional[Tensor] = None, pamr: bool = False, pamr_steps: int = 10,
-                 pamr_dilations: Sequence[int] = (8, 16), patch_fit: str = "pad", **kwargs) -> None:
+                 text_embeddings: Optional[Tensor] = None, patch_fit: str = "pad", **kwargs) -> None:
         super().__init__(name_path=name_path, **kwargs)
         if patch_fit not in ("pad", "floor"):
             raise ValueError(f"patch_fit must be 'pad' or 'floor', got '{patch_fit}'")
         self.patch_fit = patch_fit
-        self._set_head_settings(base_method, base_method_cfg, beta, gamma, fsa, top_p, lamda, base_scale,
-                                uniform_scale, pamr, pamr_steps, pamr_dilations)
         if self.method.needs_proxy and not vfm:
-            raise ValueError(f"base_method '{base_method}' needs a proxy model: set model.vfm to one of "
+            raise ValueError(f"base_method '{self.base_method}' needs a proxy model: set model.vfm to one of "
                              f"sam, dino, dinov2, mae")
         if templates not in PROMPT_TEMPLATES:
             raise ValueError(f"unknown templates '{templates}'; choose one of {list(PROMPT_TEMPLATES)}")
@@ -142,29 +186,11 @@ class CLIPSegModel(OpenVocabModel):
                                  persistent=False)
         self._clip_mean_std = (torch.tensor(CLIP_MEAN) / 255.0, torch.tensor(CLIP_STD) / 255.0)
 
-    def _set_head_settings(self, base_method: str, base_method_cfg: Optional[dict], beta: float, gamma: float,
-                           fsa: bool, top_p: float, lamda: float, base_scale: float, uniform_scale: float,
-                           pamr: bool, pamr_steps: int, pamr_dilations: Sequence[int]) -> None:
-        """The last-block method, FSA and PAMR (what acts after :meth:`crop_features`)."""
-        method_cfg = dict(base_method_cfg or {})
-        if base_method == "proxyclip":
-            method_cfg.setdefault("beta", beta)
-            method_cfg.setdefault("gamma", gamma)
-        self.method = build_last_block(base_method, **method_cfg)
-        self.base_method = base_method
-        self.fsa = (FeedbackSelfAdaptiveAttention(top_p=top_p, lamda=lamda, base_scale=base_scale,
-                                                  uniform_scale=uniform_scale) if fsa else None)
-        self.pamr = PAMR(pamr_steps, pamr_dilations) if pamr else None
-        self._settings = {**self._settings, "base_method": base_method, "base_method_cfg": base_method_cfg,
-                          "beta": beta, "gamma": gamma, "fsa": fsa, "top_p": top_p, "lamda": lamda,
-                          "base_scale": base_scale, "uniform_scale": uniform_scale, "pamr": pamr,
-                          "pamr_steps": pamr_steps, "pamr_dilations": pamr_dilations}
-
-    def apply_settings(self, settings: Mapping[str, Any]) -> None:
-        super().apply_settings(settings)
-        self._set_head_settings(*(settings[k] for k in (
-            "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
-            "uniform_scale", "pamr", "pamr_steps", "pamr_dilations")))
+    # The pieces of the current settings, as attributes.
+    method = property(lambda self: self.settings.block_method, doc="The base method's last block.")
+    base_method = property(lambda self: self.settings.base_method)
+    fsa = property(lambda self: self.settings.fsa_attention, doc="FSA, or None.")
+    pamr = property(lambda self: self.settings.pamr_refiner, doc="PAMR, or None.")
 
     @classmethod
     def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:

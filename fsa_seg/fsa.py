@@ -4,8 +4,9 @@ Paper: "Plug-in Feedback Self-adaptive Attention in CLIP for Training-free Open-
 (ICCV 2025), Sec. 3. Given the base attention ``A0`` of a model's last block, its values ``V`` and the
 model's own head that maps attended values to class logits, FSA
 
-1. *attention isolation*: scores every token with the base output (logit scale 20) minus the output of
-   uniform attention (logit scale 35), softmax over classes -> ``q_i``;
+1. *attention isolation*: scores every token with the base output (logit scale ``feedback_scale``, released
+   20) minus the output of uniform attention (logit scale ``isolation_scale``, released 35), softmax over
+   classes -> ``q_i``;
 2. builds the affinity ``s_ij = 1 / (1 + max(KL(q_i || q_j), 0))``;
 3. *confidence-based pruning*: keeps, per row, the largest entries whose softmax mass sums to at most
    ``top_p`` (the largest is always kept; ``top_p = 1`` keeps every entry);
@@ -36,19 +37,27 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .settings import RENAMED_SCALES, accepts_renamed
+
 # Maps attended values, heads merged ``[B, N, heads * head_dim]``, to unscaled class logits ``[B, N, C]``
 # (for CLIP: out-proj, ln_post, proj, L2-normalise, dot with the normalised text embeddings).
 LogitHead = Callable[[Tensor], Tensor]
 
 
+@accepts_renamed(RENAMED_SCALES)
 @dataclass(frozen=True)
 class FSAParams:
-    """FSA hyperparameters, with the released defaults."""
+    """FSA hyperparameters, with the released defaults (the package's one statement of them).
+
+    ``feedback_scale`` scales the model's own logits (the feedback distribution), ``isolation_scale`` the
+    subtracted logits of uniform attention (paper Eq. 3-4). Their deprecated names ``base_scale`` and
+    ``uniform_scale`` are accepted with a ``DeprecationWarning``.
+    """
 
     top_p: float = 0.45
     lamda: float = 3.0
-    base_scale: float = 20.0
-    uniform_scale: float = 35.0
+    feedback_scale: float = 20.0
+    isolation_scale: float = 35.0
     eps: float = 1e-10
     # Largest number of elements of one [rows, N] temporary while building A_fb (memory budget).
     chunk_elems: int = 1 << 20
@@ -60,15 +69,17 @@ class FSAParams:
             raise ValueError(f"FSA chunk_elems must be positive, got {self.chunk_elems}")
 
 
+@accepts_renamed(RENAMED_SCALES)
 def isolated_class_distribution(base_logits: Tensor, uniform_logits: Tensor,
-                                base_scale: float = 20.0, uniform_scale: float = 35.0) -> Tensor:
-    """Attention isolation (paper Eq. 3-4): ``softmax(base_scale * l_i - uniform_scale * l_uni)`` in fp32.
+                                feedback_scale: float = FSAParams.feedback_scale,
+                                isolation_scale: float = FSAParams.isolation_scale) -> Tensor:
+    """Attention isolation (paper Eq. 3-4): ``softmax(feedback_scale * l_i - isolation_scale * l_uni)`` in fp32.
 
     ``base_logits`` is ``[B, N, C]``; ``uniform_logits`` is ``[B, 1, C]`` (uniform attention gives every
     token the same output) or ``[B, N, C]``.
     """
     dtype = torch.promote_types(base_logits.dtype, torch.float32)
-    diff = base_logits.to(dtype) * base_scale - uniform_logits.to(dtype) * uniform_scale
+    diff = base_logits.to(dtype) * feedback_scale - uniform_logits.to(dtype) * isolation_scale
     return diff.softmax(dim=-1)
 
 
@@ -145,7 +156,7 @@ def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, par
 def feedback_attention(base_logits: Tensor, uniform_logits: Tensor, params: FSAParams = FSAParams(),
                        out_dtype: Optional[torch.dtype] = None) -> Tensor:
     """The feedback attention ``A_fb`` ``[B, N, N]`` from the model's own class logits (paper Eq. 3-7)."""
-    q = isolated_class_distribution(base_logits, uniform_logits, params.base_scale, params.uniform_scale)
+    q = isolated_class_distribution(base_logits, uniform_logits, params.feedback_scale, params.isolation_scale)
     prob_dtype = q.dtype
     q = q.to(_kl_dtype(q.device))
     log_q = torch.log(q + params.eps)
@@ -227,14 +238,17 @@ class FeedbackSelfAdaptiveAttention(torch.nn.Module):
     (the caller applies its output projection, as it would to ``A0 V``).
     """
 
-    def __init__(self, top_p: float = 0.45, lamda: float = 3.0, base_scale: float = 20.0,
-                 uniform_scale: float = 35.0, eps: float = 1e-10, chunk_elems: int = 1 << 20) -> None:
+    @accepts_renamed(RENAMED_SCALES)
+    def __init__(self, top_p: float = FSAParams.top_p, lamda: float = FSAParams.lamda,
+                 feedback_scale: float = FSAParams.feedback_scale, isolation_scale: float = FSAParams.isolation_scale,
+                 eps: float = FSAParams.eps, chunk_elems: int = FSAParams.chunk_elems) -> None:
         super().__init__()
-        self.params = FSAParams(top_p, lamda, base_scale, uniform_scale, eps, chunk_elems)
+        self.params = FSAParams(top_p, lamda, feedback_scale, isolation_scale, eps, chunk_elems)
 
     def extra_repr(self) -> str:
         p = self.params
-        return f"top_p={p.top_p}, lamda={p.lamda}, base_scale={p.base_scale}, uniform_scale={p.uniform_scale}"
+        return (f"top_p={p.top_p}, lamda={p.lamda}, feedback_scale={p.feedback_scale}, "
+                f"isolation_scale={p.isolation_scale}")
 
     def feedback(self, a0_v: Tensor, v: Tensor, head: LogitHead, out_dtype: Optional[torch.dtype] = None) -> Tensor:
         """The feedback attention ``A_fb`` ``[B, N, N]`` from the base output ``A0 V`` (``[B, h, N, d]``) and the

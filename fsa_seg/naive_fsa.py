@@ -8,6 +8,9 @@ FSA never calls it. It follows the released formulation on purpose:
 import torch
 import torch.nn.functional as F
 
+from .fsa import FSAParams
+from .settings import RENAMED_SCALES, accepts_renamed
+
 
 def kl_divergence(patch_probs):
     log_p = torch.log(patch_probs + 1e-10)
@@ -15,7 +18,7 @@ def kl_divergence(patch_probs):
     return torch.clamp(kl, min=0.0)
 
 
-def sparse_attention(similarity, p=0.45):
+def sparse_attention(similarity, p=FSAParams.top_p):
     sorted_sim, sorted_idx = torch.sort(similarity, descending=True, dim=-1)
     cum = torch.cumsum(F.softmax(sorted_sim, dim=-1), dim=-1)
     mask = cum <= p
@@ -29,7 +32,9 @@ def sparse_attention(similarity, p=0.45):
     return pruned_sorted.gather(-1, inverse)
 
 
-def naive_fsa(a0, v, head, top_p=0.45, lamda=3.0, base_scale=20.0, uniform_scale=35.0):
+@accepts_renamed(RENAMED_SCALES)
+def naive_fsa(a0, v, head, top_p=FSAParams.top_p, lamda=FSAParams.lamda, feedback_scale=FSAParams.feedback_scale,
+              isolation_scale=FSAParams.isolation_scale):
     """a0: [B, N, N] (shared) or [B, h, N, N]; v: [B, h, N, d]; head: [B, N, h*d] -> [B, N, C]."""
     b, h, n, d = v.shape
     if a0.dim() == 3:
@@ -41,9 +46,9 @@ def naive_fsa(a0, v, head, top_p=0.45, lamda=3.0, base_scale=20.0, uniform_scale
         out = torch.bmm(attn, vv).reshape(b, h, n, d)
         return out.permute(0, 2, 1, 3).reshape(b, n, h * d)
 
-    patch_logits = head(attend_v(a0)) * base_scale
+    patch_logits = head(attend_v(a0)) * feedback_scale
     uniform_attention = F.softmax(torch.ones_like(a0), dim=-1)
-    uni_logits = head(attend_v(uniform_attention)) * uniform_scale
+    uni_logits = head(attend_v(uniform_attention)) * isolation_scale
 
     diff_prob_soft = F.softmax(patch_logits - uni_logits, dim=-1)
     sim = 1 / (kl_divergence(diff_prob_soft) + 1.0)

@@ -7,17 +7,22 @@ number and size of images: the class-name queries, sliding-window or whole-image
 the original size, the max over synonyms and the background threshold. The mmseg segmentors
 (``fsa_seg.plugin``) wrap these models; :mod:`fsa_seg.apis` runs them on single images.
 
+Settings: what acts after a subclass's shared part (its thresholds, last block, FSA, ...) is one frozen dataclass,
+the model's ``SETTINGS`` (:class:`OutputSettings` here, extended by each subclass), held as ``model.settings`` and
+built once by the constructor from its keyword arguments; the pieces it stands for (an FSA module, a score recipe,
+...) are built from it. Its fields are the model's ``VARIANT_KEYS``.
+
 One pass, many settings (:meth:`OpenVocabModel.predict_variants`): a subclass that splits its crop scoring into
 a shared part (:meth:`~OpenVocabModel.crop_features`) and a per-setting part
-(:meth:`~OpenVocabModel.scores_from_features`) and names the settings that act only after the shared part
-(``VARIANT_KEYS``, kept in the attributes ``VARIANT_ATTRIBUTES`` and set by :meth:`~OpenVocabModel.apply_settings`)
-evaluates K settings ("variants") on one run of the shared part per crop batch. Each variant's prediction is
+(:meth:`~OpenVocabModel.scores_from_features`) evaluates K settings ("variants", each
+``dataclasses.replace(model.settings, **changes)``) on one run of the shared part per crop batch, the model's
+``settings`` swapped for each variant's (:meth:`~OpenVocabModel.use_variant`). Each variant's prediction is
 that of a model built with its settings: the same code builds its pieces, and it runs on the same crops.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .class_names import load_class_names
+from .settings import AFTER_SCORES, after_score_keys, rename_deprecated, set_fields, setting_keys
 from .sliding_window import slide_inference, slide_inference_shared
 
 # CLIP's pixel statistics in 0..255 (images are normalised with them).
@@ -109,6 +115,25 @@ class VariantError(ValueError):
     """A setting that cannot be one of several variants of one pass; the message (one line) says why."""
 
 
+@dataclass(frozen=True)
+class OutputSettings:
+    """The settings of :meth:`OpenVocabModel.class_probabilities` and :meth:`OpenVocabModel.predict_scores` (see
+    :class:`OpenVocabModel`'s arguments), which every model's settings extend. Fields marked ``AFTER_SCORES`` act
+    only after a crop's scores: variants that differ only in those share their crop scores."""
+
+    prob_thd: float = field(default=0.0, metadata=AFTER_SCORES)
+    area_thd: Optional[float] = field(default=None, metadata=AFTER_SCORES)
+    renormalize: bool = field(default=False, metadata=AFTER_SCORES)
+    logit_scale: float = field(default=40.0, metadata=AFTER_SCORES)
+
+    def __post_init__(self) -> None:
+        if self.area_thd is not None and not 0.0 <= float(self.area_thd) < 1.0:
+            raise ValueError(f"area_thd must be in [0, 1) or None, got {self.area_thd}")
+        set_fields(self, prob_thd=float(self.prob_thd), renormalize=bool(self.renormalize),
+                   area_thd=None if self.area_thd is None else float(self.area_thd),
+                   logit_scale=float(self.logit_scale))
+
+
 @dataclass
 class Prediction:
     """One image's result: class probabilities ``[K, H, W]`` (fp32) and labels ``[H, W]`` (long)."""
@@ -120,7 +145,8 @@ class Prediction:
 class OpenVocabModel(nn.Module):
     """Training-free open-vocabulary segmentation of normalised images (inference only).
 
-    Args:
+    Args (the settings, :class:`OutputSettings`, are keyword arguments: ``prob_thd``, ``area_thd``, ``renormalize``,
+    ``logit_scale`` here, and a subclass's ``SETTINGS`` fields):
         name_path: class-name file or builtin name (one class per line, ``;``-separated synonyms).
         prob_thd: pixels whose best class probability is below it get label 0 (background).
         area_thd: classes (other than 0) predicted on less than this share of the pixels not predicted as
@@ -138,23 +164,30 @@ class OpenVocabModel(nn.Module):
     #: pixel statistics (0..255, RGB) the model's inputs are normalised with
     pixel_mean: Tuple[float, float, float] = CLIP_MEAN
     pixel_std: Tuple[float, float, float] = CLIP_STD
-    #: constructor arguments that act only after :meth:`crop_features`: they may differ between the variants
-    #: of one pass (:meth:`predict_variants`); a subclass adds its own
-    VARIANT_KEYS: ClassVar[FrozenSet[str]] = frozenset({"prob_thd", "area_thd", "renormalize", "logit_scale"})
-    #: the attributes that hold what those arguments set up (swapped by :meth:`use_variant`)
-    VARIANT_ATTRIBUTES: ClassVar[Tuple[str, ...]] = ("prob_thd", "area_thd", "renormalize", "logit_scale")
-    #: the variant keys that act only after the per-crop scores (:meth:`class_probabilities` onwards): variants
-    #: that differ only in these share one :meth:`scores_from_features` per crop batch
-    POST_SCORE_KEYS: ClassVar[FrozenSet[str]] = frozenset({"prob_thd", "area_thd", "renormalize", "logit_scale"})
+    #: the settings dataclass: the constructor arguments that act only after :meth:`crop_features`, which may
+    #: differ between the variants of one pass (:meth:`predict_variants`); a subclass extends it
+    SETTINGS: ClassVar[type] = OutputSettings
+    #: deprecated spellings of settings (old -> new), accepted with a ``DeprecationWarning``
+    RENAMED_SETTINGS: ClassVar[Mapping[str, str]] = {}
+    #: the fields of ``SETTINGS`` (set for every subclass from its own ``SETTINGS``)
+    VARIANT_KEYS: ClassVar[FrozenSet[str]] = setting_keys(OutputSettings)
+    #: the fields of ``SETTINGS`` marked ``AFTER_SCORES``, which act only after the per-crop scores
+    #: (:meth:`class_probabilities` onwards): variants that differ only in these share one
+    #: :meth:`scores_from_features` per crop batch
+    POST_SCORE_KEYS: ClassVar[FrozenSet[str]] = after_score_keys(OutputSettings)
 
-    def __init__(self, name_path: str, prob_thd: float = 0.0, area_thd: Optional[float] = None,
-                 renormalize: bool = False, logit_scale: float = 40.0, slide_crop: int = 336,
-                 slide_stride: int = 112, crop_batch_size: Optional[int] = None, precision: str = "auto",
-                 device: Optional[str] = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.VARIANT_KEYS = setting_keys(cls.SETTINGS)
+        cls.POST_SCORE_KEYS = after_score_keys(cls.SETTINGS)
+
+    def __init__(self, name_path: str, slide_crop: int = 336, slide_stride: int = 112,
+                 crop_batch_size: Optional[int] = None, precision: str = "auto", device: Optional[str] = None,
+                 **settings: Any) -> None:
         super().__init__()
         self._set_queries(*load_class_names(name_path))
-        self._settings: Dict[str, Any] = {}
-        self._set_output_settings(prob_thd, area_thd, renormalize, logit_scale)
+        #: the one settings object (``SETTINGS``) the model runs with; :meth:`use_variant` swaps it
+        self.settings = self.make_settings(settings)
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise ValueError(f"slide_crop must be >= 0 (0 = whole image) and slide_stride > 0, "
                              f"got {slide_crop} / {slide_stride}")
@@ -190,17 +223,30 @@ class OpenVocabModel(nn.Module):
         one crop a batch). A subclass that knows its shapes says."""
         return None
 
-    def _set_output_settings(self, prob_thd: float, area_thd: Optional[float], renormalize: bool,
-                             logit_scale: float) -> None:
-        """The settings of :meth:`class_probabilities` and :meth:`predict_scores` (see the class docstring)."""
-        if area_thd is not None and not 0.0 <= float(area_thd) < 1.0:
-            raise ValueError(f"area_thd must be in [0, 1) or None, got {area_thd}")
-        self.prob_thd = float(prob_thd)
-        self.area_thd = None if area_thd is None else float(area_thd)
-        self.renormalize = bool(renormalize)
-        self.logit_scale = float(logit_scale)
-        self._settings = {**self._settings, "prob_thd": prob_thd, "area_thd": area_thd,
-                          "renormalize": renormalize, "logit_scale": logit_scale}
+    @classmethod
+    def make_settings(cls, kwargs: Mapping[str, Any]) -> Any:
+        """The ``SETTINGS`` of constructor keyword arguments (deprecated names mapped, with a warning); a
+        ``TypeError`` for a keyword that is no setting."""
+        kwargs = rename_deprecated(kwargs, cls.RENAMED_SETTINGS, cls.__name__)
+        for key in kwargs:
+            if key not in cls.VARIANT_KEYS:
+                raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {key!r}")
+        return cls.SETTINGS(**kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A read-only property (a piece that follows ``settings``) is never shadowed, not even by a module that
+        # nn.Module would register under its name.
+        attr = getattr(type(self), name, None)
+        if isinstance(attr, property) and attr.fset is None:
+            raise AttributeError(f"{type(self).__name__}.{name} follows model.settings: set model.settings = "
+                                 f"dataclasses.replace(model.settings, ...) or use `with model.variant(...)`")
+        super().__setattr__(name, value)
+
+    # The output settings, as attributes.
+    prob_thd = property(lambda self: self.settings.prob_thd)
+    area_thd = property(lambda self: self.settings.area_thd)
+    renormalize = property(lambda self: self.settings.renormalize)
+    logit_scale = property(lambda self: self.settings.logit_scale)
 
     def _set_queries(self, query_words: Sequence[str], query_to_class: Sequence[int]) -> None:
         self.query_words = list(query_words)
@@ -242,11 +288,9 @@ class OpenVocabModel(nn.Module):
         ``features``, under the current settings."""
         raise NotImplementedError
 
-    def apply_settings(self, settings: Mapping[str, Any]) -> None:
-        """Set up the model for ``settings`` (a value for every key of ``VARIANT_KEYS``) with the code its
-        constructor uses; a subclass with more keys extends this (calling ``super()``)."""
-        self._set_output_settings(settings["prob_thd"], settings["area_thd"], settings["renormalize"],
-                                  settings["logit_scale"])
+    def check_settings(self, settings: Any) -> None:
+        """Raise ``ValueError`` (one line) if this model cannot run with ``settings`` (a ``SETTINGS``) for reasons
+        the settings alone do not show (e.g. the depth of the built network); a subclass adds its checks."""
 
     @classmethod
     def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
@@ -358,56 +402,49 @@ class OpenVocabModel(nn.Module):
     # -- variants: many settings on one run of crop_features ---------------------------------------------
     def variant_settings(self) -> Dict[str, Any]:
         """The model's current value of every ``VARIANT_KEYS`` setting."""
-        return dict(self._settings)
+        return {f.name: getattr(self.settings, f.name) for f in fields(self.settings)}
 
-    def _capture(self) -> Dict[str, Any]:
-        state = {name: getattr(self, name) for name in self.VARIANT_ATTRIBUTES}
-        state["_settings"] = self._settings
-        return state
-
-    def _restore(self, state: Mapping[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
-
-    def variant_state(self, changes: Mapping[str, Any]) -> Dict[str, Any]:
-        """What the model's ``VARIANT_ATTRIBUTES`` hold when built with its settings updated by ``changes``
-        (built once, by :meth:`apply_settings`; the model itself is left as it was). :class:`VariantError` if
-        ``changes`` cannot be a variant (:meth:`check_variant`)."""
-        self.check_variant(self._settings, changes)
-        saved = self._capture()
-        try:
-            self.apply_settings({**self._settings, **changes})
-            return self._capture()
-        finally:
-            self._restore(saved)
+    def variant_state(self, changes: Mapping[str, Any]) -> Any:
+        """The settings (a ``SETTINGS``) of the model built with its settings updated by ``changes``:
+        ``dataclasses.replace(model.settings, **changes)``, its pieces built once (the model itself is left as it
+        was). :class:`VariantError` if ``changes`` cannot be a variant (:meth:`check_variant`); deprecated names
+        are mapped with a warning."""
+        changes = rename_deprecated(changes, self.RENAMED_SETTINGS, type(self).__name__)
+        self.check_variant(self.variant_settings(), changes)
+        settings = replace(self.settings, **changes)
+        self.check_settings(settings)
+        return settings
 
     @contextmanager
-    def use_variant(self, state: Mapping[str, Any]) -> Iterator["OpenVocabModel"]:
-        """Within the block the model has the settings of ``state`` (from :meth:`variant_state`); after it,
-        its own again."""
-        saved = self._capture()
-        self._restore(state)
+    def use_variant(self, settings: Any) -> Iterator["OpenVocabModel"]:
+        """Within the block the model runs with ``settings`` (from :meth:`variant_state`); after it, with its own
+        again."""
+        if not isinstance(settings, self.SETTINGS):
+            raise TypeError(f"use_variant takes a {self.SETTINGS.__name__} (from variant_state), got "
+                            f"{type(settings).__name__}")
+        saved = self.settings
+        self.settings = settings
         try:
             yield self
         finally:
-            self._restore(saved)
+            self.settings = saved
 
     def variant(self, **changes: Any):
         """``with model.variant(top_p=0.3): ...`` - the model with these settings changed, within the block."""
         return self.use_variant(self.variant_state(changes))
 
-    def scoring_groups(self, states: Sequence[Mapping[str, Any]]) -> Tuple[List[Mapping[str, Any]], List[int]]:
-        """The states whose crop scores differ (the first of each group of ``states`` that differ only in
-        ``POST_SCORE_KEYS``), and for each state the index of its group's scores."""
+    def scoring_groups(self, states: Sequence[Any]) -> Tuple[List[Any], List[int]]:
+        """The states (settings from :meth:`variant_state`) whose crop scores differ (the first of each group of
+        ``states`` that differ only in ``POST_SCORE_KEYS``), and for each state the index of its group's scores."""
         distinct: Dict[str, int] = {}
         index = []
         for state in states:
-            key = repr(sorted((k, v) for k, v in state["_settings"].items() if k not in self.POST_SCORE_KEYS))
+            key = repr([(f.name, getattr(state, f.name)) for f in fields(state) if f.name not in self.POST_SCORE_KEYS])
             index.append(distinct.setdefault(key, len(distinct)))
         firsts = {group: k for k, group in reversed(list(enumerate(index)))}
         return [states[firsts[group]] for group in range(len(distinct))], index
 
-    def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Mapping[str, Any]]
+    def image_scores_variants(self, images: Sequence[Tensor], states: Sequence[Any]
                               ) -> List[List[Tensor]]:
         """:meth:`image_scores` of each variant state, per image: :meth:`crop_features` runs once per crop batch,
         then :meth:`scores_from_features` once per group of states that differ only in ``POST_SCORE_KEYS``
@@ -448,7 +485,7 @@ class OpenVocabModel(nn.Module):
 
     @torch.no_grad()
     def predict_states(self, images: Sequence[Tensor], sizes: Optional[Sequence[Tuple[int, int]]],
-                       states: Sequence[Mapping[str, Any]]) -> List[List[Prediction]]:
+                       states: Sequence[Any]) -> List[List[Prediction]]:
         """:meth:`predict_variants` with the variants' states already built by :meth:`variant_state` (a segmentor
         builds them once, not per batch)."""
         sizes = list(sizes) if sizes is not None else [tuple(img.shape[-2:]) for img in images]

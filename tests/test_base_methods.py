@@ -15,6 +15,7 @@ dropped from the output. ProxyCLIP's transcription lives in test_segmentor.py.
 """
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from datagen import write_voc
 from fsa_seg.apis import evaluate
 from fsa_seg.clip_model import CLIPSegModel, CropFeatures
-from fsa_seg.fsa import FeedbackSelfAdaptiveAttention, attend, merge_heads
+from fsa_seg.fsa import FSAParams, attend, merge_heads
 from fsa_seg.last_block import (LAST_BLOCKS, ClearCLIPBlock, MaskCLIPBlock, NACLIPBlock, SCLIPBlock, VanillaBlock,
                                 block_finish, build_last_block, list_base_methods, neighbourhood_prior)
 from fsa_seg.naive_fsa import naive_fsa
@@ -169,9 +170,10 @@ def naive_logits(model, method, crops, fsa, tokens=None):
 
 
 def set_method(model, method, fsa):
-    model.method = build_last_block(method)
-    model.base_method = method
-    model.fsa = FeedbackSelfAdaptiveAttention() if fsa else None
+    """The model with ``method`` (its default options) and FSA (the released parameters) on or off."""
+    model.settings = replace(model.settings, base_method=method, base_method_cfg=None, fsa=fsa,
+                             **{k: getattr(FSAParams(), k) for k in ("top_p", "lamda", "feedback_scale",
+                                                                      "isolation_scale")})
     return model
 
 

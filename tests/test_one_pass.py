@@ -21,7 +21,7 @@ CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 
 # Every CLIP variant key appears in at least one variant of the two cases below.
 PROXY_VARIANTS = [{}, {"top_p": 0.3, "lamda": 2.0}, {"top_p": 1.0}, {"fsa": False, "prob_thd": 0.5},
-                  {"beta": 1.0, "gamma": 4.0, "base_scale": 10.0, "uniform_scale": 30.0},
+                  {"beta": 1.0, "gamma": 4.0, "feedback_scale": 10.0, "isolation_scale": 30.0},
                   {"pamr": True, "pamr_steps": 2, "pamr_dilations": (1, 2), "logit_scale": 60.0}]
 NATIVE_VARIANTS = [{}, {"fsa": True, "top_p": 0.6}, {"base_method": "naclip", "base_method_cfg": {"gaussian_std": 2.0}},
                    {"base_method": "clearclip", "fsa": True}, {"base_method_cfg": {"residual": False}},
@@ -44,6 +44,10 @@ CASES = {
     "native_whole": (dict(name_path="voc21", vfm=None, base_method="sclip", fsa=False, slide_crop=0),
                      NATIVE_VARIANTS),
 }
+
+
+def test_the_cases_vary_every_clip_variant_key():
+    assert set().union(*PROXY_VARIANTS, *NATIVE_VARIANTS) == CLIPSegModel.VARIANT_KEYS
 
 
 @pytest.mark.numerics

@@ -1,5 +1,7 @@
 """PAMR post-refinement: a pixel-by-pixel transcription of the published procedure, its properties, and the
 segmentor switch."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -101,9 +103,9 @@ def test_segmentor_switch():
     assert model.model.pamr.steps == 10 and model.model.pamr.dilations == (1, 2)
     image = torch.randint(0, 255, (3, 40, 56), dtype=torch.uint8)
     refined = model.predict(**_preprocess(model, image))[0].seg_logits.data
-    model.model.pamr = None                                                      # pamr=False
+    model.model.settings = replace(model.model.settings, pamr=False)
     base = model.predict(**_preprocess(model, image))[0].seg_logits.data
-    model.model.pamr = PAMR(steps=0)
+    model.model.settings = replace(model.model.settings, pamr=True, pamr_steps=0)
     same = model.predict(**_preprocess(model, image))[0].seg_logits.data
     torch.testing.assert_close(same, base, rtol=0, atol=1e-6)                # the hook itself changes nothing
     assert refined.shape == base.shape == (20, 40, 56)

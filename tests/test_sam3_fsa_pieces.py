@@ -232,9 +232,9 @@ def test_three_strategy_ensemble_averages_isolation_only_pruning_only_and_both()
     present = present_prompts(presence, 0.5)
     params = LogOddsFeedback(isolation="mean", isolation_scale=1.0, strategies="ensemble")
     base, glob = log_odds_inputs(tok, present, params)
-    core = fsa_core.FSAParams(top_p=params.top_p, lamda=params.lamda, base_scale=1.0, uniform_scale=1.0)
-    isolation_only = fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(top_p=1.0, base_scale=1.0,
-                                                                                uniform_scale=1.0))
+    core = fsa_core.FSAParams(top_p=params.top_p, lamda=params.lamda, feedback_scale=1.0, isolation_scale=1.0)
+    isolation_only = fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(top_p=1.0, feedback_scale=1.0,
+                                                                                isolation_scale=1.0))
     pruning_only = fsa_core.feedback_attention(base, torch.zeros_like(glob), core)
     both = fsa_core.feedback_attention(base, glob, core)
     assert torch.count_nonzero(isolation_only) == isolation_only.numel()   # no pruning
@@ -248,7 +248,7 @@ def test_core_without_pruning_is_the_sharpened_softmax():
     # top_p = 1: A_fb = softmax_j(s_ij exp(lamda s_ij)) over every j, s from the KL affinity (paper Eq. 5, 7)
     gen = torch.Generator().manual_seed(4)
     logits = torch.randn(1, 12, 3, generator=gen, dtype=torch.float64)
-    params = fsa_core.FSAParams(top_p=1.0, lamda=3.0, base_scale=2.0, uniform_scale=0.0)
+    params = fsa_core.FSAParams(top_p=1.0, lamda=3.0, feedback_scale=2.0, isolation_scale=0.0)
     q = (2.0 * logits).softmax(dim=-1)
     log_q = torch.log(q + params.eps)
     kl = (q[:, :, None] * (log_q[:, :, None] - log_q[:, None])).sum(-1)

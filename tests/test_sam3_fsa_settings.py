@@ -86,7 +86,7 @@ def test_adapted_pass_receives_the_core_map_with_the_configured_top_p_and_lamda(
         base, glob = core_inputs(seg, vision, first, "uniform")
 
     def core(**changes):
-        params = dict(top_p=top_p, lamda=lamda, base_scale=1.0, uniform_scale=1.75)
+        params = dict(top_p=top_p, lamda=lamda, feedback_scale=1.0, isolation_scale=1.75)
         return fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(**{**params, **changes}))
 
     expected = core()
@@ -99,7 +99,7 @@ def test_adapted_pass_receives_the_core_map_with_the_configured_top_p_and_lamda(
     # gives other weights, the isolation scale 1:1 another map
     other_top_p = core(top_p=0.45 if top_p != 0.45 else 0.3)
     assert int(((other_top_p == 0) != (expected == 0)).sum()) > 10
-    for changed in (core(lamda=0.0), core(lamda=3.0 if lamda != 3.0 else 5.0), core(uniform_scale=1.0)):
+    for changed in (core(lamda=0.0), core(lamda=3.0 if lamda != 3.0 else 5.0), core(isolation_scale=1.0)):
         assert (changed - expected).abs().max() > 1e-2
 
 
@@ -110,7 +110,7 @@ def test_mean_isolation_subtracts_the_token_mean_at_its_scale(names_file, image,
     with torch.no_grad():
         base, glob = core_inputs(seg, vision, first, "mean")
         uniform_base, uniform_glob = core_inputs(seg, vision, first, "uniform")
-    params = fsa_core.FSAParams(top_p=0.3, lamda=3.0, base_scale=1.0, uniform_scale=1.0)
+    params = fsa_core.FSAParams(top_p=0.3, lamda=3.0, feedback_scale=1.0, isolation_scale=1.0)
     expected = fsa_core.feedback_attention(base, glob, params)
     torch.testing.assert_close(captured[0], expected, rtol=0, atol=1e-6)
     # the approximation is not the faithful isolation: the mean of the log-odds is not the uniform pass's
@@ -127,7 +127,7 @@ def test_isolated_distribution_is_the_transcription_of_eq3(names_file, image):
     uni = seg.uniform_log_odds(vision, 0, first).double()
     columns = [tok[:, k] - 1.75 * uni[:, k] for k in range(tok.shape[1])] + [torch.zeros(tok.shape[0])]
     expected = torch.stack(columns, dim=1).softmax(dim=1)
-    got = fsa_core.isolated_class_distribution(base, glob, seg.feedback.scale, seg.feedback.isolation_scale)[0]
+    got = fsa_core.isolated_class_distribution(base, glob, seg.feedback.feedback_scale, seg.feedback.isolation_scale)[0]
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
     mean_columns = [tok[:, k] - tok[:, k].mean() for k in range(tok.shape[1])] + [torch.zeros(tok.shape[0])]
     mean_base, mean_glob = core_inputs(seg, vision, first, "mean")
@@ -150,8 +150,8 @@ def test_ensemble_of_results_is_the_mean_of_the_three_strategies_probabilities(n
     with torch.no_grad():
         base, glob = core_inputs(seg, vision, first, "uniform")
     strategies = [(glob, 1.0), (torch.zeros_like(glob), 0.3), (glob, 0.3)]  # isolation only, pruning only, both
-    maps = [fsa_core.feedback_attention(base, g, fsa_core.FSAParams(top_p=p, lamda=4.0, base_scale=1.0,
-                                                                     uniform_scale=1.75)) for g, p in strategies]
+    maps = [fsa_core.feedback_attention(base, g, fsa_core.FSAParams(top_p=p, lamda=4.0, feedback_scale=1.0,
+                                                                     isolation_scale=1.75)) for g, p in strategies]
     for a_fb, expected in zip(captured, maps):
         torch.testing.assert_close(a_fb, expected, rtol=0, atol=1e-6)
     with torch.no_grad():
@@ -162,7 +162,7 @@ def test_ensemble_of_results_is_the_mean_of_the_three_strategies_probabilities(n
     assert torch.equal(got[absent], first.logits[absent])
     # the strategies' results differ, and so does the ensemble of the maps (the heads are nonlinear)
     assert (results[0] - results[1]).abs().max() > 1e-2 and (results[1] - results[2]).abs().max() > 1e-2
-    seg.feedback = replace(seg.feedback, strategies="ensemble")
+    seg.settings = replace(seg.settings, fsa_strategies="ensemble")
     with torch.no_grad():
         maps_form = seg.query_logits(vision, 0)
     assert (maps_form[present].double().sigmoid() - mean_probability).abs().max() > 1e-3
@@ -186,7 +186,7 @@ def test_output_mode_runs_in_float64(names_file, image):
     with torch.no_grad():
         base, glob = core_inputs(seg, vision, first, "uniform")
     assert base.dtype == glob.dtype == torch.float64
-    a_fb = fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(base_scale=1.0, uniform_scale=1.75))
+    a_fb = fsa_core.feedback_attention(base, glob, fsa_core.FSAParams(feedback_scale=1.0, isolation_scale=1.75))
     assert a_fb.dtype == torch.float64
     # z' = z + up(A_fb z_tok - z_tok), z_tok the token means (loops), fp64 throughout
     tok = pooled_by_loops(first.logits[present], (8, 8))

@@ -61,7 +61,7 @@ def with_presence_thd(seg: SAM3SegModel, image: torch.Tensor) -> torch.Tensor:
     # the threshold is compared with presences computed another way (batched): keep it far from either side
     assert above - below > 1e-3, "presence probabilities too close for a threshold with a margin"
     thd = (below + above) / 2
-    seg.feedback = replace(seg.feedback, presence_thd=thd)
+    seg.settings = replace(seg.settings, presence_thd=thd)
     present = torch.nonzero(reference_outputs(seg, image).presence_logits.flatten().sigmoid() >= thd).flatten()
     assert 0 < present.numel() < seg.num_queries
     return present

@@ -16,7 +16,7 @@
   test_dataloader.dataset.data_root=...`` would set one root for all).
 
 One pass over the data, many settings: when the grid keys are settings that act after the backbone (the
-model's variant keys: for the CLIP segmentor ``fsa``, ``top_p``, ``lamda``, ``base_scale``, ``uniform_scale``,
+model's variant keys: for the CLIP segmentor ``fsa``, ``top_p``, ``lamda``, ``feedback_scale``, ``isolation_scale``,
 ``beta``, ``gamma``, ``base_method`` among methods that share the backbone, ``base_method_cfg``, ``prob_thd``,
 ``area_thd``, ``renormalize``, ``logit_scale``, ``pamr``, ``pamr_steps``, ``pamr_dilations``), the
 combinations of a dataset are evaluated in one pass (``fsa_seg.apis.evaluate_runs``): per crop batch the backbone

@@ -55,16 +55,16 @@ from torch.overrides import TorchFunctionMode
 from ..diagnostics import env_info
 from . import memory, runner, workloads
 from ..clip_model import CLIPSegModel, CropFeatures
-from ..fsa import attend, merge_heads
+from ..fsa import FSAParams, attend, merge_heads
 
 # The model keys of configs/fsa_proxy_sam_voc.py (FSA-ProxyCLIP, SAM proxy, ViT-B/16, VOC21), without ``type``;
 # no mmengine here to read the config with (tests/test_gpu_check.py keeps the two equal).
 MODEL_KEYS: Dict = dict(
     clip_model="ViT-B-16", clip_pretrained="openai", clip_checkpoint=None, base_method="proxyclip",
-    base_method_cfg={}, vfm="sam", vfm_checkpoint=None, beta=1.2, gamma=3.0, fsa=True, top_p=0.45, lamda=3.0,
-    name_path="voc21", templates="openai_imagenet", prob_thd=0.2, area_thd=None, renormalize=False,
-    logit_scale=40.0, slide_crop=336, slide_stride=112, patch_fit="pad", pamr=False, pamr_steps=10,
-    pamr_dilations=(8, 16), precision="auto", device=None, random_weights=False)
+    base_method_cfg={}, vfm="sam", vfm_checkpoint=None, beta=1.2, gamma=3.0, fsa=True, top_p=FSAParams.top_p,
+    lamda=FSAParams.lamda, name_path="voc21", templates="openai_imagenet", prob_thd=0.2, area_thd=None,
+    renormalize=False, logit_scale=40.0, slide_crop=336, slide_stride=112, patch_fit="pad", pamr=False,
+    pamr_steps=10, pamr_dilations=(8, 16), precision="auto", device=None, random_weights=False)
 
 SECTIONS = ("agreement", "image", "grid")
 DEFAULT_BUDGET_S = 420.0

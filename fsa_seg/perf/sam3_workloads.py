@@ -110,7 +110,7 @@ def setup(spec: Dict, model_cfg: Mapping[str, Any], class_file: Callable[[str, i
             probe = model.first_pass(vision, 0)
             del vision
             thd = threshold_for(probe.presence_logits, present)
-            model.feedback = replace(model.feedback, presence_thd=thd)
+            model.settings = replace(model.settings, presence_thd=thd)
             meta.update(presence_thd=thd, present=int((probe.presence_logits.sigmoid() >= thd).sum()))
             del probe
         else:

@@ -185,8 +185,9 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
     """Last-block parts: CLIP tokens of a random crop, random proxy features with ``N`` tokens."""
     import torch
 
+    from dataclasses import replace
+
     from ..clip_model import CropFeatures
-    from ..fsa import FeedbackSelfAdaptiveAttention
     from ..naive_fsa import naive_fsa
 
     part, n = spec["part"], spec["n"]
@@ -207,7 +208,8 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
     proxy = (torch.randn(1, proxy_channels(n, crop), *grid_for(n), device=device, dtype=dtype)
              if model.method.needs_proxy else None)
     features = CropFeatures(tokens, clip_grid, proxy)
-    fsa = model.fsa or FeedbackSelfAdaptiveAttention()
+    with_fsa = replace(model.settings, fsa=True)  # the model's FSA parameters, also where its config has FSA off
+    fsa = with_fsa.fsa_attention
     params = fsa.params
     with torch.no_grad():
         out, head = model.last_block(features)
@@ -215,7 +217,7 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
     meta.update(n=int(a0.shape[-1]), heads=int(v.shape[1]), head_dim=int(v.shape[-1]),
                 dtype=str(dtype).replace("torch.", ""), a0_shape=list(a0.shape))
     if part in ("base", "block_fsa"):
-        model.fsa = fsa if part == "block_fsa" else None
+        model.settings = with_fsa if part == "block_fsa" else replace(model.settings, fsa=False)
         fn = synced(lambda: model.logits_from_features(features), device)
     elif part == "fsa":
         fn = synced(lambda: fsa(a0, v, head), device)
@@ -227,7 +229,8 @@ def _setup_block(spec, model_cfg, overrides, crop, meta):
 
         meta["dtype"] = "float32"
         fn = synced(lambda: naive_fsa(a0_32, v_32, head_32, top_p=params.top_p, lamda=params.lamda,
-                                      base_scale=params.base_scale, uniform_scale=params.uniform_scale), device)
+                                      feedback_scale=params.feedback_scale,
+                                      isolation_scale=params.isolation_scale), device)
     else:
         raise ValueError(f"unknown part '{part}'")
     return fn, meta, device

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..clip_model import CLIPSegModel
 from ..open_vocab import OpenVocabModel
+from ..settings import rename_deprecated, setting_defaults, setting_keys
 
 
 @MODELS.register_module()
@@ -60,18 +61,22 @@ class FSASegDataPreProcessor(SegDataPreProcessor):
 
 
 def init_arguments(cls: type) -> Set[str]:
-    """Keyword arguments a class's ``__init__`` accepts over its MRO (``**kwargs`` passes them on)."""
+    """Keyword arguments a class's ``__init__`` accepts over its MRO (``**kwargs`` passes them on), with a
+    model's settings (the fields of its ``SETTINGS``) and their deprecated names (``RENAMED_SETTINGS``)."""
     names: Set[str] = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
             params = inspect.signature(klass.__init__).parameters
             names |= {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    if hasattr(cls, "SETTINGS"):
+        names |= setting_keys(cls.SETTINGS) | set(getattr(cls, "RENAMED_SETTINGS", {}))
     return names - {"self"}
 
 
 def init_defaults(cls: type) -> Dict[str, Any]:
-    """Default values of the keyword arguments of a class's ``__init__`` over its MRO (the subclass's win)."""
-    out: Dict[str, Any] = {}
+    """Default values of the keyword arguments of a class's ``__init__`` over its MRO (the subclass's win), with
+    a model's settings' defaults (its ``SETTINGS``)."""
+    out: Dict[str, Any] = setting_defaults(cls.SETTINGS) if hasattr(cls, "SETTINGS") else {}
     for klass in reversed(cls.__mro__):
         if "__init__" in vars(klass):
             for name, p in inspect.signature(klass.__init__).parameters.items():
@@ -128,8 +133,12 @@ class OpenVocabSegmentor(BaseSegmentor):
         cannot differ within one pass."""
         model_cls = cls.model_class()
         defaults = init_defaults(model_cls)
-        with warnings.catch_warnings():  # the model's own build warns once
+        # A variant's deprecated names warn here; the config's (and model_kwargs' warnings) once, when the model
+        # is built.
+        variant = rename_deprecated(variant, model_cls.RENAMED_SETTINGS, cls.__name__, prefix="model.")
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            config = rename_deprecated(config, model_cls.RENAMED_SETTINGS, cls.__name__, prefix="model.")
             own = {**defaults, **cls.model_kwargs(**config)}
             merged = {**defaults, **cls.model_kwargs(**{**config, **variant})}
         changes = {k: v for k, v in merged.items() if k not in own or not _same(own[k], v)}

@@ -14,7 +14,7 @@ output. For SAM3 (one map per prompt, independent sigmoids, a presence probabili
   (with a single present prompt the distribution would otherwise be constant);
 * *isolation* (paper Eq. 3): subtract, per token, the log-odds of the placement run with uniform attention at
   the isolation scale (the default: what FSA subtracts, the logits uniform attention produces at their own
-  scale, 35 against the base's 20 in the released code, i.e. ``isolation_scale / feedback_scale = 1.75``); or the
+  scale, 35 against the feedback's 20 in the released code, i.e. ``isolation_scale / feedback_scale = 1.75``); or the
   token mean of each column (an approximation of it: the mean of the logits, where FSA takes the logits of the
   mean value; no extra pass); or nothing;
 * ``A_fb`` comes from the shared core :func:`fsa_seg.fsa.feedback_attention` (KL affinity, top-p pruning,
@@ -36,14 +36,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import fsa as fsa_core
+from ..settings import accepts_renamed
 from .scores import _wide
 
 
 ISOLATION_MODES = ("none", "mean", "uniform")
 STRATEGIES = ("both", "ensemble", "ensemble_results")
 # The released FSA scores the base output at logit scale 20 and the uniform-attention output at 35.
-RELEASED_ISOLATION_RATIO = 35.0 / 20.0
+RELEASED_ISOLATION_RATIO = fsa_core.FSAParams.isolation_scale / fsa_core.FSAParams.feedback_scale
+#: the deprecated spelling of LogOddsFeedback's feedback scale -> its name
+RENAMED_FEEDBACK = {"scale": "feedback_scale"}
 
+
+@accepts_renamed(RENAMED_FEEDBACK)
 
 @dataclass(frozen=True)
 class LogOddsFeedback:
@@ -55,8 +60,10 @@ class LogOddsFeedback:
         attention (the paper's Eq. 3: ``decode.uniform_attend_qkv``; one semantic-head pass per present prompt);
         ``mean`` subtracts the token mean of each column (an approximation of ``uniform``: the mean of the
         log-odds instead of the log-odds of the mean value; no extra pass); ``none`` subtracts nothing.
-    scale / isolation_scale: the base and isolation logit scales of paper Eq. 3. The released 20 / 35 are for
-        CLIP's cosines; on log-odds the base scale is 1 and the isolation scale keeps the released ratio, 1.75.
+    feedback_scale / isolation_scale: the logit scales of paper Eq. 3, of the feedback signal and of the
+        subtracted isolation signal (:class:`fsa_seg.fsa.FSAParams`' names; ``scale`` is the deprecated name of
+        ``feedback_scale``). The released 20 / 35 are for CLIP's cosines; on log-odds the feedback scale is 1 and
+        the isolation scale keeps the released ratio, 1.75.
     rest: append a column at log-odds 0 (p = 0.5): tokens that no present prompt claims form their own group
         (with a single present prompt the distribution would otherwise be constant).
     top_p, lamda: pruning and sharpening (paper Eq. 6-7); ``top_p = 1`` prunes nothing.
@@ -68,11 +75,11 @@ class LogOddsFeedback:
 
     presence_thd: float = 0.5
     isolation: str = "uniform"
-    scale: float = 1.0
+    feedback_scale: float = 1.0
     isolation_scale: float = RELEASED_ISOLATION_RATIO
     rest: bool = True
-    top_p: float = 0.45
-    lamda: float = 3.0
+    top_p: float = fsa_core.FSAParams.top_p
+    lamda: float = fsa_core.FSAParams.lamda
     strategies: str = "both"
 
     def __post_init__(self) -> None:
@@ -86,7 +93,7 @@ class LogOddsFeedback:
 
     def core_params(self, top_p: Optional[float] = None) -> fsa_core.FSAParams:
         return fsa_core.FSAParams(top_p=self.top_p if top_p is None else top_p, lamda=self.lamda,
-                                  base_scale=self.scale, uniform_scale=self.isolation_scale)
+                                  feedback_scale=self.feedback_scale, isolation_scale=self.isolation_scale)
 
 
 def present_prompts(presence_logits: Tensor, presence_thd: float) -> Tensor:

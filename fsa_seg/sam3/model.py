@@ -25,16 +25,17 @@ logits with ``A_fb`` (no re-run).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from functools import cached_property
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..open_vocab import OpenVocabModel
+from ..open_vocab import OpenVocabModel, OutputSettings
+from ..settings import RENAMED_SCALES, set_fields
 from . import decode
-from .feedback import (RELEASED_ISOLATION_RATIO, LogOddsFeedback, feedback_maps, present_prompts,
-                       propagate_logits, token_log_odds)
+from .feedback import LogOddsFeedback, feedback_maps, present_prompts, propagate_logits, token_log_odds
 from .loading import HUB_ID, build_sam3, build_tokenizer
 from .placement import Placement
 from .scores import ScoreRecipe, _wide, mean_probability_logits, score_logits
@@ -44,6 +45,65 @@ SAM3_MEAN = (127.5, 127.5, 127.5)
 SAM3_STD = (127.5, 127.5, 127.5)
 
 FSA_MODES = ("attention", "output")
+
+
+@dataclass(frozen=True)
+class SAM3HeadSettings(OutputSettings):
+    """The settings of :class:`SAM3SegModel` that act after the vision backbone (see its arguments): the score
+    recipe and FSA, and the pieces they stand for, :attr:`recipe` and :attr:`feedback` (built when the settings
+    are, so a bad value fails there) and :meth:`placement`. The defaults are those of the pieces."""
+
+    score_source: str = ScoreRecipe.source
+    both_reduce: str = ScoreRecipe.reduce
+    instance_thd: float = ScoreRecipe.instance_thd
+    top_k: int = ScoreRecipe.top_k
+    instance_presence: bool = ScoreRecipe.instance_presence
+    presence_weighting: bool = ScoreRecipe.presence_weighting
+    fsa: bool = False
+    fsa_mode: str = "attention"
+    fsa_placement: str = "encoder_output"
+    fsa_layers: int = 1
+    presence_thd: float = LogOddsFeedback.presence_thd
+    isolation: str = LogOddsFeedback.isolation
+    feedback_scale: float = LogOddsFeedback.feedback_scale
+    isolation_scale: float = LogOddsFeedback.isolation_scale
+    top_p: float = LogOddsFeedback.top_p
+    lamda: float = LogOddsFeedback.lamda
+    fsa_strategies: str = LogOddsFeedback.strategies
+    fsa_batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fsa_mode not in FSA_MODES:
+            raise ValueError(f"fsa_mode must be one of {FSA_MODES}, got '{self.fsa_mode}'")
+        if self.fsa_batch_size < 1:
+            raise ValueError("fsa_batch_size must be positive")
+        set_fields(self, instance_thd=float(self.instance_thd), top_k=int(self.top_k),
+                   instance_presence=bool(self.instance_presence), presence_weighting=bool(self.presence_weighting),
+                   fsa=bool(self.fsa), fsa_layers=int(self.fsa_layers), presence_thd=float(self.presence_thd),
+                   feedback_scale=float(self.feedback_scale), isolation_scale=float(self.isolation_scale),
+                   top_p=float(self.top_p), lamda=float(self.lamda), fsa_batch_size=int(self.fsa_batch_size))
+        for piece in ("recipe", "feedback"):  # built, and so checked, now
+            getattr(self, piece)
+        self.placement(None)  # the encoder's depth not known here: checked by the model (check_settings)
+
+    @cached_property
+    def recipe(self) -> ScoreRecipe:
+        """How SAM3's outputs become one score map per prompt."""
+        return ScoreRecipe(source=self.score_source, reduce=self.both_reduce, instance_thd=self.instance_thd,
+                           top_k=self.top_k, instance_presence=self.instance_presence,
+                           presence_weighting=self.presence_weighting)
+
+    @cached_property
+    def feedback(self) -> LogOddsFeedback:
+        """FSA's feedback signal and its modules."""
+        return LogOddsFeedback(presence_thd=self.presence_thd, isolation=self.isolation,
+                               feedback_scale=self.feedback_scale, isolation_scale=self.isolation_scale,
+                               top_p=self.top_p, lamda=self.lamda, strategies=self.fsa_strategies)
+
+    def placement(self, num_layers: Optional[int]) -> Placement:
+        """Where FSA acts in an encoder of ``num_layers`` layers (``None``: not known yet)."""
+        return Placement.build(self.fsa_placement, self.fsa_layers, num_layers)
 
 
 @dataclass
@@ -89,79 +149,54 @@ class SAM3SegModel(OpenVocabModel):
             ``encoder_output`` (:mod:`~fsa_seg.sam3.placement`).
         presence_thd: a prompt is present (feedback and re-run) if its presence probability reaches it.
         isolation: ``uniform`` | ``mean`` | ``none``; feedback_scale, isolation_scale: paper Eq. 3's scales on
-            the log-odds (1 and 1.75, the released ratio); top_p, lamda: pruning and sharpening;
+            the log-odds (1 and 1.75, the released ratio), of the feedback and of the subtracted isolation signal
+            (``base_scale`` / ``uniform_scale`` are deprecated names); top_p, lamda: pruning and sharpening;
             fsa_strategies: ``both`` (the paper's single ``A_fb``), ``ensemble_results`` (isolation only, pruning
             only and both, each run, their results averaged) or ``ensemble`` (their three ``A_fb`` averaged into
             one) (:class:`~.feedback.LogOddsFeedback`).
         fsa_batch_size: present prompts re-run together.
+
+    The settings (every key above but checkpoint, random_weights, sam3_config and query_batch_size, and the output
+    settings) are keyword arguments, :class:`SAM3HeadSettings` (their defaults there); the model holds them as
+    ``settings``. Every variant shares
+    the vision backbone (ViT, FPN neck, geometry token); variants with the same recipe and first-pass needs also
+    share the first pass of the decoder (:class:`SharedCrops`).
     """
 
     pixel_mean = SAM3_MEAN
     pixel_std = SAM3_STD
 
-    #: the settings that act after the vision backbone: the score recipe and FSA (:meth:`_set_decoder_settings`)
-    DECODER_KEYS: ClassVar[Tuple[str, ...]] = (
-        "score_source", "both_reduce", "instance_thd", "top_k", "instance_presence", "presence_weighting", "fsa",
-        "fsa_mode", "fsa_placement", "fsa_layers", "presence_thd", "isolation", "feedback_scale",
-        "isolation_scale", "top_p", "lamda", "fsa_strategies", "fsa_batch_size")
-    # Every variant shares the vision backbone (ViT, FPN neck, geometry token); variants with the same recipe
-    # and first-pass needs also share the first pass of the decoder (:class:`SharedCrops`).
-    VARIANT_KEYS = OpenVocabModel.VARIANT_KEYS | frozenset(DECODER_KEYS)
-    VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + (
-        "recipe", "feedback", "placement", "fsa", "fsa_mode", "fsa_batch_size")
+    SETTINGS = SAM3HeadSettings
+    RENAMED_SETTINGS = RENAMED_SCALES
 
     def __init__(self, name_path: str, checkpoint: Optional[str] = HUB_ID, random_weights: bool = False,
-                 sam3_config: Optional[dict] = None, score_source: str = "both", both_reduce: str = "max",
-                 instance_thd: float = 0.5, top_k: int = 0, instance_presence: bool = True,
-                 presence_weighting: bool = True, query_batch_size: int = 16, fsa: bool = False,
-                 fsa_mode: str = "attention", fsa_placement: str = "encoder_output", fsa_layers: int = 1,
-                 presence_thd: float = 0.5, isolation: str = "uniform", feedback_scale: float = 1.0,
-                 isolation_scale: float = RELEASED_ISOLATION_RATIO, top_p: float = 0.45, lamda: float = 3.0,
-                 fsa_strategies: str = "both", fsa_batch_size: int = 4, slide_crop: int = 0,
+                 sam3_config: Optional[dict] = None, query_batch_size: int = 16, slide_crop: int = 0,
                  slide_stride: int = 672, crop_batch_size: int = 1, **kwargs) -> None:
-        arguments = locals()
-        decoder = {key: arguments[key] for key in self.DECODER_KEYS}
         super().__init__(name_path=name_path, slide_crop=slide_crop, slide_stride=slide_stride,
                          crop_batch_size=crop_batch_size, **kwargs)
         if query_batch_size < 1:
             raise ValueError("query_batch_size must be positive")
         self.query_batch_size = int(query_batch_size)
-        # Checked before the expensive build (the encoder's depth not known yet), set again with it below.
-        self.num_layers = None
-        self._set_decoder_settings(decoder)
+        self.num_layers: Optional[int] = None  # the encoder's depth, known once it is built
 
         self.sam3 = build_sam3(checkpoint, random_weights, sam3_config, self.run_dtype).to(self.run_device)
         self.num_layers = len(self.sam3.detr_encoder.layers)
-        self._set_decoder_settings(decoder)
+        self.check_settings(self.settings)
         self.image_size = int(self.sam3.config.vision_config.backbone_config.image_size)
         self._tokenize = build_tokenizer(checkpoint, random_weights)
         self.encode_queries()
 
-    def _set_decoder_settings(self, settings: Mapping[str, Any]) -> None:
-        """The settings that act after the vision backbone (``DECODER_KEYS``: the score recipe and FSA), the
-        constructor's and each variant's (:meth:`apply_settings`)."""
-        s = {k: settings[k] for k in self.DECODER_KEYS}
-        if s["fsa_mode"] not in FSA_MODES:
-            raise ValueError(f"fsa_mode must be one of {FSA_MODES}, got '{s['fsa_mode']}'")
-        if s["fsa_batch_size"] < 1:
-            raise ValueError("fsa_batch_size must be positive")
-        self.recipe = ScoreRecipe(source=s["score_source"], reduce=s["both_reduce"],
-                                  instance_thd=float(s["instance_thd"]), top_k=int(s["top_k"]),
-                                  instance_presence=bool(s["instance_presence"]),
-                                  presence_weighting=bool(s["presence_weighting"]))
-        self.feedback = LogOddsFeedback(presence_thd=float(s["presence_thd"]), isolation=s["isolation"],
-                                        scale=float(s["feedback_scale"]), isolation_scale=float(s["isolation_scale"]),
-                                        top_p=float(s["top_p"]), lamda=float(s["lamda"]),
-                                        strategies=s["fsa_strategies"])
-        self.placement = Placement.build(s["fsa_placement"], int(s["fsa_layers"]), self.num_layers)
-        self.fsa = bool(s["fsa"])
-        self.fsa_mode = s["fsa_mode"]
-        self.fsa_batch_size = int(s["fsa_batch_size"])
-        self._settings = {**self._settings, **s}
+    def check_settings(self, settings: SAM3HeadSettings) -> None:
+        """FSA's placement must fit the encoder's depth."""
+        settings.placement(self.num_layers)
 
-    def apply_settings(self, settings: Mapping[str, Any]) -> None:
-        super().apply_settings(settings)
-        self._set_decoder_settings(settings)
+    # The pieces of the current settings, as attributes.
+    recipe = property(lambda self: self.settings.recipe, doc="The score recipe.")
+    feedback = property(lambda self: self.settings.feedback, doc="FSA's feedback signal.")
+    placement = property(lambda self: self.settings.placement(self.num_layers), doc="Where FSA acts.")
+    fsa = property(lambda self: self.settings.fsa)
+    fsa_mode = property(lambda self: self.settings.fsa_mode)
+    fsa_batch_size = property(lambda self: self.settings.fsa_batch_size)
 
     def encode_queries(self) -> None:
         """Prompt features, computed once: every crop reuses them."""

@@ -34,7 +34,7 @@ model = dict(
     # Feedback from the present prompts' token log-odds (semantic logit + log presence). Isolation (paper Eq. 3):
     # 'uniform' subtracts the log-odds of the placement run with uniform attention (FSA's isolation; one more
     # semantic-head pass per present prompt) | 'mean' the token mean per prompt (an approximation, no extra pass)
-    # | 'none'. Scales of the log-odds inside the softmax: base 1, isolation 1.75 (the released 35:20 ratio).
+    # | 'none'. Scales of the log-odds inside the softmax: feedback 1, isolation 1.75 (the released 35:20 ratio).
     isolation='uniform',
     feedback_scale=1.0,
     isolation_scale=1.75,
