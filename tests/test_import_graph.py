@@ -4,7 +4,8 @@ Every module of the package is parsed with :mod:`ast` (nothing is imported) and 
 ``from ... import`` statement becomes an edge, wherever it stands: at module level, inside a function, under
 ``if TYPE_CHECKING:``. Relative imports are resolved against the importing module. ``from pkg import name``
 imports ``pkg.name`` when that is a module of the package, else ``pkg`` (the name is an attribute of it).
-Only modules of ``fsa_seg`` are nodes.
+Only modules of ``fsa_seg`` are nodes. Imports by name at run time (``importlib``, a config's ``custom_imports``,
+registry look-ups) are not statements and not edges.
 
 Packages: a package's node is its ``__init__.py``. Importing ``a.b.c`` also runs ``a/__init__`` and
 ``a/b/__init__``, but that implicit step is not an edge: an ``__init__`` that imports (re-exports) its own
