@@ -8,7 +8,9 @@ import torch
 
 from datagen import write_voc
 from fsa_seg.apis import evaluate, load_config
-from fsa_seg.apis.one_pass import evaluate_variants, pass_variants, variant_dirname, variant_grid
+from fsa_seg.apis.evaluate import evaluate_variants
+from fsa_seg.apis.grid import combo_dir, expand_grid
+from fsa_seg.apis.one_pass import pass_variants
 from fsa_seg.clip_model import CLIPSegModel
 from fsa_seg.open_vocab import VariantError
 from fsa_seg.plugin import FSAProxySegmentation, FSASegmentor
@@ -157,9 +159,9 @@ def test_pass_variants_names_what_differs(tmp_path):
                           ({"model.type": "SAM3Segmentor"}, "model.type")]:
         with pytest.raises(VariantError, match=word):
             pass_variants([base, load_config(CONFIG, options)])
-    assert variant_grid([("model.top_p", [0.3, 0.6]), ("model.lamda", [2])]) == [
+    assert expand_grid([("model.top_p", [0.3, 0.6]), ("model.lamda", [2])]) == [
         {"model.top_p": 0.3, "model.lamda": 2}, {"model.top_p": 0.6, "model.lamda": 2}]
-    assert variant_dirname("w", {"model.top_p": 0.3, "model.lamda": 2}) == "w/top_p=0.3__lamda=2"
+    assert combo_dir("w", {"model.top_p": 0.3, "model.lamda": 2}) == "w/top_p=0.3__lamda=2"
 
 
 # --- the evaluation API: one pass writes what separate runs write ------------------------------------------

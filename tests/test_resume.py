@@ -13,10 +13,9 @@ import torch
 
 from datagen import write_voc
 from fsa_seg.apis import evaluate, evaluate_variants, load_config
-from fsa_seg.apis.evaluate import setup_resume
 from fsa_seg.plugin.evaluation import PerClassIoUMetric
 from fsa_seg.plugin.resume import (ALL_KEYS, RecordWriter, SkipDoneDataset, load_records, prepare_records,
-                                   record_file)
+                                   record_file, setup_resume)
 from tiny import as_cli, tiny_run_options
 
 REPO = Path(__file__).resolve().parents[1]

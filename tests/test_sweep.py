@@ -1,5 +1,5 @@
-"""Sweeps (fsa_seg.apis.sweep, tools/sweep.py): every combination evaluated once, CSV/markdown/heat map outputs,
-dataset swapping."""
+"""Sweeps (fsa_seg.apis.sweep and .grid, tools/sweep.py): every combination evaluated once, CSV/markdown/heat map
+outputs, dataset swapping."""
 import csv
 import json
 from pathlib import Path
@@ -9,6 +9,7 @@ from PIL import Image
 
 from datagen import write_voc
 from fsa_seg.apis import sweep
+from fsa_seg.apis.grid import GridError, combo_dirname, parse_grid
 from tiny import as_cli, tiny_run_options as tiny_options
 from tooling import run_tool
 
@@ -24,7 +25,7 @@ def tiny_cli(tmp_path: Path) -> list:
 def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(48, 64), (40, 56)])
     work = tmp_path / "sweep"
-    grid = sweep.parse_grid(["model.top_p=0.3,0.6", "model.lamda=2,4"])
+    grid = parse_grid(["model.top_p=0.3,0.6", "model.lamda=2,4"])
 
     def run():
         return sweep.run_sweep(CONFIG, grid, data_roots={"voc21": str(tmp_path / "voc")},
@@ -78,7 +79,7 @@ def test_sweep_runs_every_combination_once_and_writes_outputs(tmp_path, capsys):
 
 def test_passes_split_on_keys_that_change_the_backbone(tmp_path, capsys):
     write_voc(tmp_path / "voc", [(40, 56)])
-    grid = sweep.parse_grid(["model.top_p=0.3,0.6", "model.slide_crop=32,48"])
+    grid = parse_grid(["model.top_p=0.3,0.6", "model.slide_crop=32,48"])
     jobs = sweep.plan_sweep(CONFIG, grid, data_roots={"voc21": str(tmp_path / "voc")},
                             options=tiny_options(tmp_path), work_dir=str(tmp_path / "w"))
     groups = sweep.plan_passes(jobs, grid)
@@ -115,13 +116,13 @@ def test_plots_for_one_and_three_keys(tmp_path):
 
 
 def test_grid_parsing():
-    assert sweep.parse_grid(["model.top_p=0.3,0.45", "model.fsa=True,False", "model.vfm=sam,None"]) == [
+    assert parse_grid(["model.top_p=0.3,0.45", "model.fsa=True,False", "model.vfm=sam,None"]) == [
         ("model.top_p", [0.3, 0.45]), ("model.fsa", [True, False]), ("model.vfm", ["sam", None])]
-    assert sweep.parse_grid(["model.pamr_dilations=[[8,16],[4]]"]) == [("model.pamr_dilations", [[8, 16], [4]])]
+    assert parse_grid(["model.pamr_dilations=[[8,16],[4]]"]) == [("model.pamr_dilations", [[8, 16], [4]])]
     for bad in (["model.top_p"], ["model.top_p="], ["model.top_p=0.3,,0.4"], ["a=1", "a=2"]):
-        with pytest.raises(sweep.SweepError):
-            sweep.parse_grid(bad)
-    assert sweep.combo_dirname({"model.top_p": 0.3, "test_dataloader.dataset.data_root": "/a b"}) == \
+        with pytest.raises(GridError):
+            parse_grid(bad)
+    assert combo_dirname({"model.top_p": 0.3, "test_dataloader.dataset.data_root": "/a b"}) == \
         "top_p=0.3__test_dataloader.dataset.data_root=-a-b"
 
 

@@ -7,7 +7,8 @@ import pytest
 from datagen import write_voc
 from fsa_seg.apis import parse_classes
 from fsa_seg.apis.paper_table import plan_table
-from fsa_seg.apis.sweep import SweepError, parse_grid, plan_sweep
+from fsa_seg.apis.grid import parse_grid
+from fsa_seg.apis.sweep import SweepError, plan_sweep
 from fsa_seg.zoo.published_results import load_published
 from tooling import run_tool
 

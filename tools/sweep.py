@@ -53,7 +53,8 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
-from fsa_seg.apis.sweep import SweepError, default_sweep_dir, parse_grid, run_sweep
+from fsa_seg.apis.grid import parse_grid
+from fsa_seg.apis.sweep import SweepError, default_sweep_dir, run_sweep
 from fsa_seg.zoo.experiments import parse_data_roots
 from fsa_seg.weights import WeightsUnavailableError
 

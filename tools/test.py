@@ -40,9 +40,8 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from fsa_seg.apis.config import ConfigKeyError, load_config
-from fsa_seg.apis.evaluate import EvaluationInterrupted, evaluate
-from fsa_seg.apis.one_pass import evaluate_variants, variant_dirname, variant_grid
-from fsa_seg.apis.sweep import SweepError, parse_grid
+from fsa_seg.apis.evaluate import EvaluationInterrupted, evaluate, evaluate_variants
+from fsa_seg.apis.grid import GridError, combo_dir, expand_grid, parse_grid
 from fsa_seg.open_vocab import CropMemoryError
 from fsa_seg.weights import WeightsUnavailableError
 
@@ -80,9 +79,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if args.variants:
-            variants = variant_grid(parse_grid(args.variants, flag="--variants"))
+            variants = expand_grid(parse_grid(args.variants, flag="--variants"))
             work_dir = args.work_dir or load_config(args.config, args.cfg_options).work_dir
-            evaluate_variants(args.config, variants, [variant_dirname(work_dir, v) for v in variants],
+            evaluate_variants(args.config, variants, [combo_dir(work_dir, v) for v in variants],
                               args.cfg_options, args.launcher, resume=args.resume, strict=args.strict,
                               skip_unreadable=args.skip_bad_images)
         else:
@@ -94,7 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before the evaluation started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, SweepError, ValueError,
+    except (FileNotFoundError, WeightsUnavailableError, ConfigKeyError, GridError, ValueError,
             CropMemoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,18 +3,18 @@
 Every evaluation records each image's areas in ``WORK_DIR/per_image/`` as it goes (fsync'ed per batch,
 :mod:`fsa_seg.plugin.resume`). An interrupted run continues with ``resume=True``: the images already
 recorded are skipped and their stored areas merged, giving exactly the metric of an uninterrupted run.
-Without it a run starts over and replaces the records.
+Without it a run starts over and replaces the records. ``results.json`` is written by :mod:`.results`.
 
 Several runs whose configs differ only in model settings that act after the backbone (the model's
-``VARIANT_KEYS``) can be evaluated in one pass over the data (:func:`evaluate_runs`, :mod:`.one_pass`): the
-backbone runs once per crop batch, one metric per run scores its variant, and each run's ``results.json`` and
-per-image records land where, and as, its own :func:`evaluate` would write them.
+``VARIANT_KEYS``; :mod:`.one_pass` says which runs can) are evaluated in one pass over the data
+(:func:`evaluate_runs`, :func:`evaluate_variants`): the backbone runs once per crop batch, one metric per run
+scores its variant, and each run's ``results.json`` and per-image records land where, and as, its own
+:func:`evaluate` would write them.
 """
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import os
 import os.path as osp
@@ -26,44 +26,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from mmengine.config import Config
 
+from .. import plugin  # noqa: F401  (registers the segmentors, datasets, metric, loop and hooks)
+from ..diagnostics.env_info import announce_run
+from ..distributed import process_group_scope, setup_distributed
+from ..plugin.datasets import check_data_root
 from ..plugin.loop import UnreadableImageError, skipped_images
-from .config import check_options, load_config
-
-
-def write_results(cfg: Config, config_path: str, options: Mapping[str, Any], metrics: Mapping[str, float],
-                  per_class: dict, seconds: float, extra: Optional[dict] = None) -> str:
-    """Write ``WORK_DIR/results.json`` atomically (a killed run never leaves a half-written file)."""
-    out = {
-        "config": config_path,
-        "cfg_options": dict(options),
-        "model": cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model),
-        "dataset": {"type": cfg.test_dataloader.dataset.get("type"),
-                    "data_root": cfg.test_dataloader.dataset.get("data_root")},
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "per_class": per_class,
-        "seconds": round(seconds, 2),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    out.update(extra or {})
-    path = osp.join(cfg.work_dir, "results.json")
-    os.makedirs(cfg.work_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def read_results(work_dir: str) -> Optional[dict]:
-    """``work_dir/results.json`` as a dict, or ``None`` if absent or unreadable (e.g. cut short)."""
-    try:
-        with open(osp.join(work_dir, "results.json"), encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("metrics"), dict) else None
+from ..plugin.resume import (check_resumable, close_records, images_done, metrics_from_records, record_dirs,
+                             run_signature, setup_records)
+from .checks import check_class_file, check_writable
+from .config import check_config_keys, check_options, load_config
+from .one_pass import pass_variants
+from .results import write_results
 
 
 _RUN_COUNTER = itertools.count()
@@ -84,113 +57,6 @@ def launch_rank(launcher: str) -> int:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 0
-
-
-def _record_metric(evaluator) -> Optional[dict]:
-    """The PerClassIoUMetric entry of ``test_evaluator`` (a dict or a list of dicts), if any."""
-    entries = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("type") in ("PerClassIoUMetric", "mmseg.PerClassIoUMetric"):
-            return entry
-    return None
-
-
-def setup_resume(cfg: Config, resume: bool, launcher: str = "none") -> Optional[str]:
-    """Turn on per-image records (``WORK_DIR/per_image``) and, with ``resume``, skipping of done images.
-
-    Returns the record folder, or ``None`` when the evaluator is not a ``PerClassIoUMetric``.
-    """
-    record_dirs = _setup_records(cfg, [cfg], [resume], launcher)
-    return record_dirs[0] if record_dirs else None
-
-
-def _record_dirs(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool]) -> Optional[List[str]]:
-    """The per-image record folder of each run (``WORK_DIR/per_image``), checked without writing anything (one-line
-    ``ValueError``: an evaluator that cannot record, shared work dirs); ``None`` when the evaluator is not a
-    ``PerClassIoUMetric``."""
-    from ..plugin.resume import record_dir_for
-
-    metric = _record_metric(runner_cfg.get("test_evaluator"))
-    if metric is None:
-        if any(resumes):
-            raise ValueError("--resume needs test_evaluator type='PerClassIoUMetric' (it records per-image "
-                             "results); this config uses another evaluator")
-        if len(cfgs) > 1:
-            raise ValueError("evaluating several settings in one pass needs test_evaluator "
-                             "type='PerClassIoUMetric'; use separate runs")
-        return None
-    record_dirs = [osp.abspath(record_dir_for(cfg.work_dir)) for cfg in cfgs]
-    if len(set(record_dirs)) < len(record_dirs):
-        raise ValueError("the runs of one pass need different work dirs (each writes its own results.json)")
-    evaluator = runner_cfg.test_evaluator
-    if len(cfgs) > 1 and isinstance(evaluator, (list, tuple)) and len(evaluator) != 1:
-        raise ValueError("evaluating several settings in one pass needs a single test_evaluator "
-                         "(PerClassIoUMetric); use separate runs")
-    return record_dirs
-
-
-def _signature(cfg: Config) -> dict:
-    from ..plugin.resume import config_signature
-
-    return config_signature(cfg.model, cfg.test_dataloader.dataset, cfg.get("test_evaluator"))
-
-
-def _setup_records(runner_cfg: Config, cfgs: Sequence[Config], resumes: Sequence[bool],
-                   launcher: str = "none", skip_unreadable: bool = False) -> Optional[List[str]]:
-    """Per-image records for each run of ``cfgs`` in its own ``WORK_DIR/per_image`` (signature: its own config),
-    and the evaluator, dataset and test loop of ``runner_cfg`` set up for them: one run keeps its evaluator (record
-    dir added); several get one ``PerClassIoUMetric`` each (``variant=k``, ``prefix='variant<k>'``). With resume,
-    the images recorded for every run are skipped. An unreadable image stops the run, or with ``skip_unreadable``
-    is skipped (:mod:`fsa_seg.plugin.loop`). ``None`` when the evaluator is not a ``PerClassIoUMetric``.
-    """
-    from ..plugin.resume import prepare_records
-
-    record_dirs = _record_dirs(runner_cfg, cfgs, resumes)
-    if record_dirs is None:
-        return None
-    metric = _record_metric(runner_cfg.get("test_evaluator"))
-    dataset_cfg = runner_cfg.test_dataloader.dataset
-    if launch_rank(launcher) == 0:
-        for cfg, record_dir, resume in zip(cfgs, record_dirs, resumes):
-            done = prepare_records(record_dir, _signature(cfg), resume)
-            if resume:
-                print(f"resume: {done} image(s) already evaluated in {record_dir}; skipping them" if done else
-                      f"resume: nothing recorded yet in {record_dir}; evaluating every image")
-    if len(cfgs) == 1:
-        metric["record_dir"] = record_dirs[0]
-    else:
-        runner_cfg.test_evaluator = [dict(copy.deepcopy(metric), record_dir=record_dir, variant=k,
-                                          prefix=f"variant{k}") for k, record_dir in enumerate(record_dirs)]
-    # Skip an image only when every run resumes and has it (a run that starts over has no records left).
-    skip = (record_dirs[0] if len(cfgs) == 1 else record_dirs) if all(resumes) else None
-    runner_cfg.test_dataloader.dataset = dict(type="SkipDoneDataset", dataset=copy.deepcopy(dataset_cfg),
-                                              record_dir=skip)
-    runner_cfg.test_dataloader.collate_fn = dict(type="fsa_collate_readable",
-                                                 inner=runner_cfg.test_dataloader.get("collate_fn"))
-    loop = runner_cfg.get("test_cfg") or {}
-    if loop.get("type", "TestLoop") in ("TestLoop", "RecordedTestLoop"):
-        runner_cfg.test_cfg = dict(loop, type="RecordedTestLoop", skip_unreadable=skip_unreadable)
-    return record_dirs
-
-
-def _evaluate_records_only(cfg: Config, dataset_cfg: dict, record_dir: str) -> Optional[tuple]:
-    """When every image of the dataset is already recorded, the metric from the records alone (no model,
-    no runner): ``(metrics, per_class, num_images)``; ``None`` while images remain."""
-    from mmengine.registry import DefaultScope
-    from mmseg.registry import DATASETS, METRICS
-
-    from ..plugin.resume import SkipDoneDataset, load_records
-
-    if not load_records(record_dir):
-        return None
-    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmseg")):
-        wrapped = SkipDoneDataset(DATASETS.build(copy.deepcopy(dataset_cfg)), record_dir)
-        if len(wrapped) > 0:
-            return None
-        metric = METRICS.build(dict(copy.deepcopy(_record_metric(cfg.get("test_evaluator"))), record_dir=record_dir))
-        metric.dataset_meta = wrapped.metainfo
-        metrics = metric.compute_metrics([])
-    return metrics, metric.per_class, metric.num_images
 
 
 def add_progress_hook(cfg: Config) -> None:
@@ -255,7 +121,7 @@ def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[boo
     """Evaluate ``runs`` in one pass over the data; each run's metrics (also in its ``results.json``).
 
     One run is a plain evaluation. Several must differ only in model settings that act after the backbone
-    (:func:`fsa_seg.apis.one_pass.pass_variants` says which; anything else raises a one-line ``ValueError``):
+    (:func:`.one_pass.pass_variants` says which; anything else raises a one-line ``ValueError``):
     the first run's config drives the runner (its logs go to the first work dir), its model evaluates every
     run's settings as variants, and each run gets the ``results.json`` and per-image records a separate
     :func:`evaluate` would write (``seconds``: the wall time of the whole pass). ``resume``: for all runs,
@@ -267,10 +133,25 @@ def evaluate_runs(runs: Sequence[Run], launcher: str = "none", resume: Union[boo
     dir. Ctrl-C raises :class:`EvaluationInterrupted` (the records so far are kept); an unreadable image raises
     :class:`~fsa_seg.plugin.loop.UnreadableImageError` (records kept) unless ``skip_unreadable``.
     """
-    from ..distributed import process_group_scope
-
     with process_group_scope(launcher):  # the group this evaluation opens is closed when it ends
         return _evaluate_runs(runs, launcher, resume, strict, skip_unreadable)
+
+
+def evaluate_variants(config: str, variants: Sequence[Mapping[str, Any]], work_dirs: Sequence[str],
+                      options: Optional[Mapping[str, Any]] = None, launcher: str = "none",
+                      resume: Union[bool, Sequence[bool]] = False, strict: bool = False,
+                      skip_unreadable: bool = False) -> List[Dict[str, float]]:
+    """Evaluate ``config`` with ``options`` and each of ``variants`` (``--cfg-options`` keys, e.g.
+    ``{'model.top_p': 0.3}``) merged, into ``work_dirs[k]``, in one pass over the data; returns each variant's
+    metrics. The files are those of ``evaluate(config, {**options, **variants[k]}, work_dirs[k])``. An unknown
+    variant key is a :class:`~.config.ConfigKeyError` naming ``--variants``."""
+    if len(variants) != len(work_dirs):
+        raise ValueError(f"{len(variants)} variants but {len(work_dirs)} work dirs")
+    options = dict(options or {})
+    keys = list(dict.fromkeys(k for v in variants for k in v))
+    check_config_keys(load_config(config, options), keys, config, flag="--variants")
+    return evaluate_runs([Run(config, {**options, **dict(v)}, w) for v, w in zip(variants, work_dirs)],
+                         launcher, resume, strict, skip_unreadable)
 
 
 def _build_model(cfg: Config):
@@ -298,41 +179,8 @@ def _runner_with_model(cfg: Config, model):
     return _BuiltModelRunner.from_cfg(cfg)
 
 
-def _images_done(runner, record_dirs: Optional[List[str]]) -> tuple:
-    """``(done, total)`` images of an evaluation cut short: the records on disk and the dataset's images (``None``
-    when unknown)."""
-    from ..plugin.resume import load_records
-
-    loop = getattr(runner, "_test_loop", None)
-    dataset = getattr(getattr(loop, "dataloader", None), "dataset", None)
-    total = len(getattr(dataset, "all_keys", [])) or None
-    if not record_dirs:
-        return None, total
-    done = min(len(load_records(d)) for d in record_dirs)
-    return done, total
-
-
-def _close_records(runner) -> None:
-    """Flush and close the metrics' record files (an evaluation cut short keeps what it recorded)."""
-    loop = getattr(runner, "_test_loop", None)
-    for metric in getattr(getattr(loop, "evaluator", None), "metrics", []):
-        writer = getattr(metric, "_writer", None)
-        if writer is not None:
-            writer.close()
-            metric._writer = None
-
-
 def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Sequence[bool]], strict: bool = False,
                    skip_unreadable: bool = False) -> List[Dict[str, float]]:
-    import fsa_seg.plugin  # noqa: F401  (registers models, datasets, metric)
-
-    from ..distributed import setup_distributed
-    from ..diagnostics.env_info import announce_run
-    from ..plugin.datasets import check_data_root
-    from ..plugin.resume import check_resumable
-    from .checks import check_class_file, check_writable
-    from .one_pass import pass_variants
-
     if not runs:
         raise ValueError("nothing to evaluate: no runs given")
     resumes = [bool(resume)] * len(runs) if isinstance(resume, bool) else [bool(r) for r in resume]
@@ -351,11 +199,11 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     class_warning = check_class_file(cfg.model, cfg.test_dataloader.dataset, strict)
     for run_cfg in cfgs:
         check_writable(run_cfg.work_dir)
-    record_dirs = _record_dirs(cfg, cfgs, resumes)
-    if record_dirs and launch_rank(launcher) == 0:
-        for run_cfg, record_dir, run_resume in zip(cfgs, record_dirs, resumes):
+    run_record_dirs = record_dirs(cfg, cfgs, resumes)
+    if run_record_dirs and launch_rank(launcher) == 0:
+        for run_cfg, record_dir, run_resume in zip(cfgs, run_record_dirs, resumes):
             if run_resume:
-                check_resumable(record_dir, _signature(run_cfg))
+                check_resumable(record_dir, run_signature(run_cfg))
     random_weights = bool(cfg.model.get("random_weights"))
     # Distributed: the backend for the device (nccl on CUDA, gloo on CPU), a model wrapper that accepts a
     # frozen model, and on CPU the process group (see fsa_seg.distributed).
@@ -372,10 +220,10 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
         cfg.randomness = dict(seed=0)  # random weights: the same model in every run (resumable, comparable)
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
     start = time.time()
-    if all(resumes) and record_dirs:
+    if all(resumes) and run_record_dirs:
         finished = []
-        for run_cfg, record_dir in zip(cfgs, record_dirs):  # up to the first run with images left
-            finished.append(_evaluate_records_only(run_cfg, dataset_cfg, record_dir))
+        for run_cfg, record_dir in zip(cfgs, run_record_dirs):  # up to the first run with images left
+            finished.append(metrics_from_records(run_cfg, dataset_cfg, record_dir))
             if finished[-1] is None:
                 break
         if all(f is not None for f in finished):  # nothing left to evaluate (killed after the last image)
@@ -395,18 +243,19 @@ def _evaluate_runs(runs: Sequence[Run], launcher: str, resume: Union[bool, Seque
     except KeyboardInterrupt:
         raise EvaluationInterrupted(None, None) from None
     # -- the run: from here on the work dir is written -------------------------------------------------------
-    record_dirs = _setup_records(cfg, cfgs, resumes, launcher, skip_unreadable)
+    run_record_dirs = setup_records(cfg, cfgs, resumes, prepare=launch_rank(launcher) == 0,
+                                    skip_unreadable=skip_unreadable)
     cfg.experiment_name = unique_experiment_name(cfg, runs[0].config)
     add_progress_hook(cfg)
     runner = _runner_with_model(cfg, model)
     try:
         metrics = runner.test()
     except KeyboardInterrupt:
-        _close_records(runner)
-        raise EvaluationInterrupted(*_images_done(runner, record_dirs)) from None
+        close_records(runner)
+        raise EvaluationInterrupted(*images_done(runner, run_record_dirs)) from None
     except UnreadableImageError as err:
-        _close_records(runner)
-        done, total = _images_done(runner, record_dirs)
+        close_records(runner)
+        done, total = images_done(runner, run_record_dirs)
         kept = f"{done}/{total} images are recorded; " if done is not None and total else ""
         raise UnreadableImageError(f"{err}; {kept}fix or remove the file and continue with --resume, or pass "
                                    f"--skip-bad-images", err.path) from None

@@ -8,13 +8,13 @@ settings acting after the backbone can run as a group in one pass over the data 
 from __future__ import annotations
 
 import gc
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .evaluate import Run, evaluate, evaluate_runs, read_results
+from .evaluate import Run, evaluate, evaluate_runs
+from .results import read_results, same_options
 
 
 @dataclass
@@ -39,11 +39,6 @@ class JobResult:
     def miou(self) -> Optional[float]:
         value = self.metrics.get("mIoU")
         return None if value is None else float(value)
-
-
-def same_options(stored: Dict[str, Any], options: Dict[str, Any]) -> bool:
-    """Options equal as their JSON forms (what results.json stores)."""
-    return json.loads(json.dumps(stored, default=str)) == json.loads(json.dumps(options, default=str))
 
 
 def _empty_cuda_cache() -> None:

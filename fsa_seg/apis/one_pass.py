@@ -4,25 +4,20 @@ Runs whose configs differ only in model settings that act after the backbone (th
 ``VARIANT_KEYS``: for the CLIP segmentor FSA on/off and its parameters, the base method among those that share
 the backbone, ProxyCLIP's beta/gamma, PAMR, the thresholds and the logit scale; for SAM3 the thresholds, the
 score recipe and FSA's settings) are evaluated together
-(:func:`fsa_seg.apis.evaluate.evaluate_runs`): per crop batch the backbone runs once and each setting its last
-block and post-processing, and each run's results land where, and as, its own evaluation writes them.
+(:func:`fsa_seg.apis.evaluate.evaluate_runs`, :func:`~fsa_seg.apis.evaluate.evaluate_variants`): per crop batch
+the backbone runs once and each setting its last block and post-processing, and each run's results land where,
+and as, its own evaluation writes them.
 
-* :func:`pass_variants` - the variants (model config keys on top of the first run's model) of loaded configs,
-  or a one-line :class:`~fsa_seg.open_vocab.VariantError` naming what differs;
-* :func:`evaluate_variants` - ``evaluate(config, {**options, **variant}, work_dir)`` for every variant, in one
-  pass;
-* :func:`variant_grid` / :func:`variant_dirname` - the cartesian grid of ``tools/test.py --variants``, named
-  like the sweep's work dirs.
+:func:`pass_variants` gives the variants (model config keys on top of the first run's model) of loaded configs,
+or a one-line :class:`~fsa_seg.open_vocab.VariantError` naming what differs. It reads configs only, so the
+evaluation and the planners of many evaluations (:mod:`.sweep`, :mod:`.paper_table`) all build on it.
 """
 from __future__ import annotations
 
-import itertools
-import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Sequence
 
 from ..open_vocab import VariantError
 from .config import segmentor_class
-from .evaluate import Run, evaluate_runs
 
 # Top-level config keys that the runner reads: equal in every run of a pass (model and work_dir may differ).
 RUNNER_KEYS = ("test_dataloader", "test_evaluator", "test_cfg", "default_hooks", "custom_hooks",
@@ -75,35 +70,3 @@ def pass_variants(cfgs: Sequence[Any]) -> List[Dict[str, Any]]:
         cls.variant_changes(own, variant)
         variants.append(variant)
     return variants
-
-
-def evaluate_variants(config: str, variants: Sequence[Mapping[str, Any]], work_dirs: Sequence[str],
-                      options: Optional[Mapping[str, Any]] = None, launcher: str = "none",
-                      resume: Union[bool, Sequence[bool]] = False, strict: bool = False,
-                      skip_unreadable: bool = False) -> List[Dict[str, float]]:
-    """Evaluate ``config`` with ``options`` and each of ``variants`` (``--cfg-options`` keys, e.g.
-    ``{'model.top_p': 0.3}``) merged, into ``work_dirs[k]``, in one pass over the data; returns each variant's
-    metrics. The files are those of ``evaluate(config, {**options, **variants[k]}, work_dirs[k])``. An unknown
-    variant key is a :class:`~.config.ConfigKeyError` naming ``--variants``."""
-    from .config import check_config_keys, load_config
-
-    if len(variants) != len(work_dirs):
-        raise ValueError(f"{len(variants)} variants but {len(work_dirs)} work dirs")
-    options = dict(options or {})
-    keys = list(dict.fromkeys(k for v in variants for k in v))
-    check_config_keys(load_config(config, options), keys, config, flag="--variants")
-    return evaluate_runs([Run(config, {**options, **dict(v)}, w) for v, w in zip(variants, work_dirs)],
-                         launcher, resume, strict, skip_unreadable)
-
-
-def variant_grid(grid: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
-    """Every combination of ``[(key, values), ...]`` (the sweep's ``--grid``), first key slowest."""
-    keys = [k for k, _ in grid]
-    return [dict(zip(keys, values)) for values in itertools.product(*[v for _, v in grid])]
-
-
-def variant_dirname(work_dir: str, variant: Mapping[str, Any]) -> str:
-    """``WORK_DIR/<key=value__...>``, the sweep's name for a combination's work dir."""
-    from .sweep import combo_dirname
-
-    return osp.join(work_dir, combo_dirname(dict(variant)))

@@ -17,12 +17,15 @@ import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..benchmarks import get_benchmark, paper_benchmarks
+from ..open_vocab import VariantError
+from ..plugin.datasets import check_data_root
 from ..resources import shown_path
 from ..zoo.experiments import backbone_tag, find_config, method_title
-from ..zoo.published_results import (cell, describe_entry, entry_numbers, find_entry, matching_entries,
-                                 published_average, settings_mismatch)
+from ..zoo.published_results import (cell, describe_entry, entry_numbers, find_entry, load_published,
+                                     matching_entries, published_average, settings_mismatch)
 from .config import ConfigKeyError, check_options, load_config
-from .jobs import Job
+from .jobs import Job, collect_job, run_job_groups
+from .one_pass import pass_variants
 
 
 class Row:
@@ -135,8 +138,6 @@ def plan_table(method: str, vfm: Optional[str], backbone: str, datasets: Sequenc
                data_roots: Optional[Mapping[str, str]] = None, check: bool = True) -> Tuple[List[Row], List[Job]]:
     """The two rows (method, method + FSA) and one job per (row, dataset); with ``check`` every config,
     override and data root is validated before anything runs."""
-    from ..plugin.datasets import check_data_root
-
     title = method_title(method, vfm)
     rows = [Row(fsa, title + (" + FSA" if fsa else "")) for fsa in (False, True)]
     jobs = []
@@ -172,9 +173,6 @@ def plan_passes(jobs: Sequence[Job], separate: bool = False) -> List[List[Job]]:
     """The passes over the data: per benchmark, its jobs (method, method + FSA) in one pass when their configs
     differ only in variant keys (:func:`~.one_pass.pass_variants`), else one each; printed. ``separate``: one
     each."""
-    from ..open_vocab import VariantError
-    from .one_pass import pass_variants
-
     if separate:
         return [[job] for job in jobs]
     by_dataset: Dict[str, List[Job]] = {}
@@ -202,9 +200,6 @@ def reproduce_table(method: str, vfm: Optional[str], backbone: str, datasets: Op
     the paper's eight) and write the table; returns the rows, the written files and how many runs failed.
     Each benchmark's two runs share one pass over the data when they can (:func:`plan_passes`; ``separate``:
     never)."""
-    from ..zoo.published_results import load_published
-    from .jobs import collect_job, run_job_groups
-
     vfm = vfm if method == "proxyclip" else None
     datasets = list(datasets or paper_benchmarks())
     published = published if published is not None else load_published()

@@ -1,11 +1,10 @@
 """Grid sweeps: every combination of config values, on one or more benchmarks (``tools/sweep.py``).
 
-* :func:`parse_grid` reads ``KEY=V1,V2,...`` items (values parsed like ``--cfg-options``: int, float, bool,
-  None, else string; a value list holding commas as JSON: ``'k=[[1,2],[3,4]]'``);
+* the grid (``--grid KEY=V1,V2,...``) is read, expanded and named by :mod:`.grid`;
 * :func:`plan_sweep` checks every key and benchmark before anything runs and makes one :class:`~.jobs.Job`
-  per (benchmark, combination), into ``WORK_DIR/<dataset>/<key=value__...>/``; on another benchmark the
-  sibling config (name differing only in the dataset part) is used, else the dataset base config plus the
-  config's model keys (:func:`fsa_seg.zoo.experiments.config_for_dataset`);
+  per (benchmark, combination), into ``WORK_DIR/<dataset>/<key=value__...>/`` (:func:`.grid.combo_dir`); on
+  another benchmark the sibling config (name differing only in the dataset part) is used, else the dataset
+  base config plus the config's model keys (:func:`fsa_seg.zoo.experiments.config_for_dataset`);
 * :func:`plan_passes` groups the jobs into passes over the data: combinations that differ only in settings that
   act after the backbone (the model's ``VARIANT_KEYS``, :mod:`.one_pass`) share one pass; a grid key that
   changes anything else (the dataset, the window, the backbone, ...) splits them into one pass per value;
@@ -19,67 +18,23 @@ import json
 import math
 import os
 import os.path as osp
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from ..benchmarks import check_benchmarks
+from ..open_vocab import VariantError
+from ..plugin.datasets import check_data_root
 from ..resources import shown_path
+from ..zoo.experiments import config_for_dataset, dataset_of_config
+from .checks import check_writable
 from .config import ConfigKeyError, check_config_keys, check_options, load_config
-from .jobs import Job, JobResult
-from .one_pass import pass_variants, variant_grid
+from .grid import Grid, GridError, combo_dir, combo_label, expand_grid, short_key
+from .jobs import Job, JobResult, run_job_groups
+from .one_pass import pass_variants
 
-Grid = List[Tuple[str, List[Any]]]
-
-
-class SweepError(ValueError):
-    """Bad sweep input; the message (one line) says what to fix."""
-
-
-# -- parsing ------------------------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    text = text.strip()
-    if text in ("None", "none", "null"):
-        return None
-    return DictAction._parse_int_float_bool(text)
-
-
-def parse_grid(items: Sequence[str], flag: str = "--grid") -> List[Tuple[str, List[Any]]]:
-    grid: List[Tuple[str, List[Any]]] = []
-    for item in items:
-        key, sep, values = item.partition("=")
-        key = key.strip()
-        if not sep or not key or not values.strip():
-            raise SweepError(f"{flag} {item}: expected KEY=V1,V2,... e.g. {flag} model.top_p=0.3,0.45,0.6")
-        if values.strip().startswith("["):
-            try:
-                parsed = json.loads(values)
-            except ValueError as err:
-                raise SweepError(f"{flag} {item}: the value list is not valid JSON ({err})") from None
-        else:
-            parsed = [parse_value(v) for v in values.split(",")]
-            if any(isinstance(v, str) and not v for v in parsed):
-                raise SweepError(f"{flag} {item}: empty value (check for doubled or trailing commas)")
-        if any(key == k for k, _ in grid):
-            raise SweepError(f"{flag} {key} is given twice; put all its values in one {flag}")
-        grid.append((key, list(parsed)))
-    return grid
-
-
-def short_key(key: str) -> str:
-    return key[len("model."):] if key.startswith("model.") else key
-
-
-def combo_label(combo: Dict[str, Any]) -> str:
-    return " ".join(f"{short_key(k)}={v}" for k, v in combo.items()) or "(config as is)"
-
-
-def combo_dirname(combo: Dict[str, Any]) -> str:
-    if not combo:
-        return "default"
-    text = "__".join(f"{short_key(k)}={v}" for k, v in combo.items())
-    return re.sub(r"[^A-Za-z0-9._=+-]", "-", text)[:200]
+# Bad sweep input (a bad --grid item, an unknown key or benchmark); the message (one line) says what to fix.
+SweepError = GridError
 
 
 # -- plots and tables ---------------------------------------------------------------------------------------
@@ -113,7 +68,7 @@ def write_csv(path: str, rows: List[dict], keys: Sequence[str]) -> None:
             writer.writerow(out)
 
 
-def write_markdown(path: str, config: str, grid: List[Tuple[str, List[Any]]], rows: List[dict],
+def write_markdown(path: str, config: str, grid: Grid, rows: List[dict],
                    datasets: Sequence[str], plots: Dict[str, str]) -> None:
     keys = [k for k, _ in grid]
     lines = [f"# Sweep of `{config}`", ""]
@@ -171,7 +126,7 @@ def _heatmap(ax, matrix, v1, v2, k1, k2, title: str) -> None:
     return image
 
 
-def plot_dataset(path: str, ds: str, grid: List[Tuple[str, List[Any]]], rows: List[dict],
+def plot_dataset(path: str, ds: str, grid: Grid, rows: List[dict],
                  max_panels: int = 16) -> bool:
     """The mIoU plot of one dataset (see the module docstring); False when there is nothing to draw."""
     import matplotlib
@@ -262,9 +217,6 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
     ``datasets``: benchmarks to sweep on (default: the config's own); ``data_roots``: benchmark -> data
     root; ``options``: overrides applied to every combination.
     """
-    from ..zoo.experiments import config_for_dataset, dataset_of_config
-    from ..plugin.datasets import check_data_root
-
     if not osp.isfile(config):
         raise FileNotFoundError(f"config file '{config}' not found (see configs/)")
     try:
@@ -279,7 +231,7 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
     if not datasets:
         datasets = [own or "dataset"]
     keys = [k for k, _ in grid]
-    combos = variant_grid(grid)
+    combos = expand_grid(grid)
     jobs = []
     for ds in datasets:
         if ds == own or ds == "dataset":
@@ -302,7 +254,7 @@ def plan_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None
             print(f"{ds}: {shown} ({how})")
         for combo in combos:
             random = bool(combo.get("model.random_weights", cfg.model.get("random_weights", False)))
-            jobs.append(Job(ds_config, {**ds_options, **combo}, osp.join(work_dir, ds, combo_dirname(combo)),
+            jobs.append(Job(ds_config, {**ds_options, **combo}, combo_dir(osp.join(work_dir, ds), combo),
                             label=f"{ds} {combo_label(combo)}",
                             info=dict(dataset=ds, combo=combo, random_weights=random)))
     return jobs
@@ -316,8 +268,6 @@ def plan_passes(jobs: Sequence[Job], grid: Grid, separate: bool = False) -> List
     the same values of the other keys form one pass (checked again as a whole; if that fails they run
     separately, with the reason printed). ``separate``: one evaluation per job.
     """
-    from ..open_vocab import VariantError
-
     if separate or len(jobs) < 2:
         if separate:
             print(f"separate runs: {len(jobs)} evaluation(s), the backbone runs for each")
@@ -381,10 +331,6 @@ def run_sweep(config: str, grid: Grid, datasets: Optional[Sequence[str]] = None,
     """Plan (everything checked first), evaluate every combination (in as few passes over the data as
     :func:`plan_passes` allows, or one each with ``separate``), and keep ``sweep.csv``, ``sweep.md`` and the
     plots of ``work_dir`` up to date after each one."""
-    from .jobs import run_job_groups
-
-    from .checks import check_writable
-
     work_dir = work_dir or default_sweep_dir(config)
     check_writable(work_dir, "sweep work dir")
     jobs = plan_sweep(config, grid, datasets, data_roots, options, work_dir)

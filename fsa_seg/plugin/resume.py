@@ -10,12 +10,18 @@ Layout of ``WORK_DIR/per_image/`` (written by ``tools/test.py``, which always re
 
 On a restart with resume, :class:`SkipDoneDataset` wraps the test dataset and drops the images that
 already have a line (so any sampler - mmengine's ``DefaultSampler``, any batch size, any number of
-ranks - only sees the remaining ones), and :class:`fsa_seg.evaluation.PerClassIoUMetric` merges the
+ranks - only sees the remaining ones), and :class:`fsa_seg.plugin.evaluation.PerClassIoUMetric` merges the
 stored areas with the new ones. Areas are integer counts summed in int64, so the final metric is
 exactly that of an uninterrupted run.
+
+An evaluation (:func:`fsa_seg.apis.evaluate.evaluate_runs`) sets its runner config up for records with
+:func:`setup_records` (one run, or the variants of a one-pass run, each into its own folder), scores a run whose
+images are all recorded from the records alone (:func:`metrics_from_records`), and when cut short closes the
+record files and counts what they hold (:func:`close_records`, :func:`images_done`).
 """
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
@@ -252,3 +258,128 @@ def merge_records(stored: Dict[str, np.ndarray], new: Iterable[Sequence[Any]],
     if keys is not None:
         merged = {k: merged[k] for k in keys if k in merged}
     return merged
+
+
+# -- an evaluation's records: set up in its runner config, read back when it stops or has nothing left ------------
+RECORDING_METRICS = ("PerClassIoUMetric", "mmseg.PerClassIoUMetric")
+
+
+def record_metric(evaluator: Any) -> Optional[dict]:
+    """The ``PerClassIoUMetric`` entry of a ``test_evaluator`` config (a dict or a list of dicts), if any: the
+    metric that records per-image areas."""
+    entries = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("type") in RECORDING_METRICS:
+            return entry
+    return None
+
+
+def run_signature(cfg: Any) -> dict:
+    """The :func:`config_signature` of a loaded config (its model, test dataset and evaluator)."""
+    return config_signature(cfg.model, cfg.test_dataloader.dataset, cfg.get("test_evaluator"))
+
+
+def record_dirs(runner_cfg: Any, cfgs: Sequence[Any], resumes: Sequence[bool]) -> Optional[List[str]]:
+    """The per-image record folder of each run (``WORK_DIR/per_image``), checked without writing anything (one-line
+    ``ValueError``: an evaluator that cannot record, shared work dirs); ``None`` when the evaluator of
+    ``runner_cfg`` is not a ``PerClassIoUMetric``."""
+    metric = record_metric(runner_cfg.get("test_evaluator"))
+    if metric is None:
+        if any(resumes):
+            raise ValueError("--resume needs test_evaluator type='PerClassIoUMetric' (it records per-image "
+                             "results); this config uses another evaluator")
+        if len(cfgs) > 1:
+            raise ValueError("evaluating several settings in one pass needs test_evaluator "
+                             "type='PerClassIoUMetric'; use separate runs")
+        return None
+    dirs = [osp.abspath(record_dir_for(cfg.work_dir)) for cfg in cfgs]
+    if len(set(dirs)) < len(dirs):
+        raise ValueError("the runs of one pass need different work dirs (each writes its own results.json)")
+    evaluator = runner_cfg.test_evaluator
+    if len(cfgs) > 1 and isinstance(evaluator, (list, tuple)) and len(evaluator) != 1:
+        raise ValueError("evaluating several settings in one pass needs a single test_evaluator "
+                         "(PerClassIoUMetric); use separate runs")
+    return dirs
+
+
+def setup_records(runner_cfg: Any, cfgs: Sequence[Any], resumes: Sequence[bool], prepare: bool = True,
+                  skip_unreadable: bool = False) -> Optional[List[str]]:
+    """Per-image records for each run of ``cfgs`` in its own ``WORK_DIR/per_image`` (signature: its own config),
+    and the evaluator, dataset and test loop of ``runner_cfg`` set up for them: one run keeps its evaluator (record
+    dir added); several get one ``PerClassIoUMetric`` each (``variant=k``, ``prefix='variant<k>'``). With resume,
+    the images recorded for every run are skipped. An unreadable image stops the run, or with ``skip_unreadable``
+    is skipped (:mod:`fsa_seg.plugin.loop`). ``prepare``: make the record folders ready (:func:`prepare_records`;
+    the main process only). ``None`` when the evaluator is not a ``PerClassIoUMetric``.
+    """
+    dirs = record_dirs(runner_cfg, cfgs, resumes)
+    if dirs is None:
+        return None
+    metric = record_metric(runner_cfg.get("test_evaluator"))
+    dataset_cfg = runner_cfg.test_dataloader.dataset
+    if prepare:
+        for cfg, record_dir, resume in zip(cfgs, dirs, resumes):
+            done = prepare_records(record_dir, run_signature(cfg), resume)
+            if resume:
+                print(f"resume: {done} image(s) already evaluated in {record_dir}; skipping them" if done else
+                      f"resume: nothing recorded yet in {record_dir}; evaluating every image")
+    if len(cfgs) == 1:
+        metric["record_dir"] = dirs[0]
+    else:
+        runner_cfg.test_evaluator = [dict(copy.deepcopy(metric), record_dir=record_dir, variant=k,
+                                          prefix=f"variant{k}") for k, record_dir in enumerate(dirs)]
+    # Skip an image only when every run resumes and has it (a run that starts over has no records left).
+    skip = (dirs[0] if len(cfgs) == 1 else dirs) if all(resumes) else None
+    runner_cfg.test_dataloader.dataset = dict(type="SkipDoneDataset", dataset=copy.deepcopy(dataset_cfg),
+                                              record_dir=skip)
+    runner_cfg.test_dataloader.collate_fn = dict(type="fsa_collate_readable",
+                                                 inner=runner_cfg.test_dataloader.get("collate_fn"))
+    loop = runner_cfg.get("test_cfg") or {}
+    if loop.get("type", "TestLoop") in ("TestLoop", "RecordedTestLoop"):
+        runner_cfg.test_cfg = dict(loop, type="RecordedTestLoop", skip_unreadable=skip_unreadable)
+    return dirs
+
+
+def setup_resume(cfg: Any, resume: bool, prepare: bool = True) -> Optional[str]:
+    """Turn on per-image records (``WORK_DIR/per_image``) for one run and, with ``resume``, skipping of done
+    images. Returns the record folder, or ``None`` when the evaluator is not a ``PerClassIoUMetric``."""
+    dirs = setup_records(cfg, [cfg], [resume], prepare)
+    return dirs[0] if dirs else None
+
+
+def metrics_from_records(cfg: Any, dataset_cfg: dict, record_dir: str) -> Optional[tuple]:
+    """When every image of the dataset is already recorded, the metric from the records alone (no model,
+    no runner): ``(metrics, per_class, num_images)``; ``None`` while images remain."""
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import METRICS
+
+    if not load_records(record_dir):
+        return None
+    with DefaultScope.overwrite_default_scope(cfg.get("default_scope", "mmseg")):
+        wrapped = SkipDoneDataset(DATASETS.build(copy.deepcopy(dataset_cfg)), record_dir)
+        if len(wrapped) > 0:
+            return None
+        metric = METRICS.build(dict(copy.deepcopy(record_metric(cfg.get("test_evaluator"))), record_dir=record_dir))
+        metric.dataset_meta = wrapped.metainfo
+        metrics = metric.compute_metrics([])
+    return metrics, metric.per_class, metric.num_images
+
+
+def images_done(runner: Any, dirs: Optional[Sequence[str]]) -> tuple:
+    """``(done, total)`` images of an evaluation cut short: the records on disk and the dataset's images (``None``
+    when unknown)."""
+    loop = getattr(runner, "_test_loop", None)
+    dataset = getattr(getattr(loop, "dataloader", None), "dataset", None)
+    total = len(getattr(dataset, "all_keys", [])) or None
+    if not dirs:
+        return None, total
+    return min(len(load_records(d)) for d in dirs), total
+
+
+def close_records(runner: Any) -> None:
+    """Flush and close the metrics' record files (an evaluation cut short keeps what it recorded)."""
+    loop = getattr(runner, "_test_loop", None)
+    for metric in getattr(getattr(loop, "evaluator", None), "metrics", []):
+        writer = getattr(metric, "_writer", None)
+        if writer is not None:
+            writer.close()
+            metric._writer = None
