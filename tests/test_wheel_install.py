@@ -51,8 +51,12 @@ def installed(tmp_path_factory):
     python = venv / "bin" / "python"
     purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                   check=True, capture_output=True, text=True).stdout.strip())
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--prefix", str(venv),
-                    str(wheel)], check=True, capture_output=True, timeout=300)
+    # --ignore-installed: without it pip uninstalls this environment's own (editable) fsa-seg first.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+                    "--prefix", str(venv), str(wheel)], check=True, capture_output=True, timeout=300)
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    assert subprocess.run([sys.executable, "-c", "import fsa_seg"], cwd=root, env=clean).returncode == 0, \
+        "installing the wheel elsewhere removed this environment's fsa-seg"
     here = [p for p in site.getsitepackages() + [sysconfig.get_path("purelib")] if Path(p).is_dir()]
     (purelib / "zz_host_packages.pth").write_text("".join(f"{p}\n" for p in dict.fromkeys(here)))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
