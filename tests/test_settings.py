@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from datagen import write_voc
-from fsa_seg.apis import sweep
+from fsa_seg.apis import grid as grids, sweep
 from fsa_seg.clip_model import CLIPHeadSettings, CLIPSegModel
 from fsa_seg.fsa import FeedbackSelfAdaptiveAttention, FSAParams, isolated_class_distribution
 from fsa_seg.naive_fsa import naive_fsa
@@ -134,7 +134,7 @@ def test_a_sweep_over_the_isolation_scale_is_one_pass_on_clip_and_sam3(config, k
         options = {"model.random_weights": True, "model.name_path": options["model.name_path"]}
 
     def passes(key):
-        grid = sweep.parse_grid([f"{key}=1.0,2.0", "model.top_p=0.3,0.6"])
+        grid = grids.parse_grid([f"{key}=1.0,2.0", "model.top_p=0.3,0.6"])
         jobs = sweep.plan_sweep(config, grid, data_roots={"voc21": str(tmp_path / "voc")}, options=options,
                                 work_dir=str(tmp_path / "w"))
         return sweep.plan_passes(jobs, grid)
