@@ -76,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.method not in list_base_methods():
             raise ValueError(f"--method {args.method}: unknown; choose from {', '.join(list_base_methods())}")
         vfm = args.vfm if args.method == "proxyclip" else None
-        if vfm is not None and vfm not in list_vfms():
+        if vfm is not None and vfm not in list_vfms(include_testing=True):
             raise ValueError(f"--vfm {vfm}: unknown; choose from {', '.join(list_vfms())}")
         datasets = check_benchmarks(args.datasets) if args.datasets else None
         published = load_published(args.published)
