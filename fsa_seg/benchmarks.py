@@ -54,11 +54,12 @@ class Benchmark:
     paper_table: bool = True    # one of the eight benchmarks of the paper's tables
     ignore_index: int = 255     # mask value that is not evaluated (65535 for the 16-bit masks of 459/847 classes)
     # Its dataset base config, generated from this entry (tools/gen_configs.py): the header comment (lines
-    # separated by newlines), notes after the standard lines, and extra keys of the test dataset (e.g. the
-    # metainfo or file suffixes of a generic dataset class).
+    # separated by newlines), notes after the standard lines, extra keys of the test dataset (e.g. the
+    # metainfo or file suffixes of a generic dataset class) and of its annotation-loading step.
     description: str = ""
     config_notes: str = ""
     dataset_keys: Tuple[Tuple[str, Any], ...] = field(default=(), hash=False)
+    load_keys: Tuple[Tuple[str, Any], ...] = field(default=(), hash=False)
     # Model keys of a protocol on this benchmark, by protocol name, over the protocol's own (a benchmark the
     # released protocols do not know sets e.g. SAM3's background threshold here: {'sam3': {'prob_thd': 0.5}}).
     protocol_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
@@ -182,7 +183,7 @@ for _bench in (
                            '(PascalVOC20Dataset sets reduce_zero_label=True).')),
     Benchmark(name="context59", title="PASCAL-Context (59 classes, no background)", column="Context59",
               aliases=(), dataset_type="PascalContextDataset59", class_names="context59", num_classes=59,
-              background=False, reduce_zero_label=True, **_CONTEXT,
+              background=False, reduce_zero_label=True, load_keys=(("reduce_zero_label", True),), **_CONTEXT,
               description=('PASCAL-Context val (5105 images), 59 classes; background (mask value 0) is ignored.\n'
                            "mmseg's PascalContextDataset59 matches the released PascalContext59Dataset.")),
     Benchmark(name="coco_stuff164k", title="COCO-Stuff164k (171 classes)", column="COCO-Stuff",
@@ -204,6 +205,7 @@ for _bench in (
               dataset_type="ADE20KDataset", class_names="ade20k", data_root="data/ade/ADEChallengeData2016",
               img_dir="images/validation", mask_dir="annotations/validation", img_suffix=".jpg",
               mask_suffix=".png", ann_file=None, num_classes=150, background=False, reduce_zero_label=True,
+              load_keys=(("reduce_zero_label", True),),
               expected_images=2000, short_side=448, converter="tools/dataset_converters/ade20k.py",
               description=('ADE20K (ADEChallengeData2016) validation (2000 images), 150 classes; mask value 0\n'
                            '("other") is ignored.')),

@@ -258,7 +258,8 @@ def test_check_data_checks_a_benchmark_of_the_module(outside, unregistered, caps
 
 def test_reproduce_titles_and_registries_name_the_entries(outside, unregistered):
     importlib.import_module(MODULE)
-    assert method_title("toy_uniform") == "Toy Uniform" and method_title("proxyclip", "toy-colour") == "ProxyCLIP (Colour)"
+    assert method_title("toy_uniform") == "Toy Uniform"
+    assert method_title("proxyclip", "toy-colour") == "ProxyCLIP (Colour)"
     assert method_title("vanilla") == "CLIP" and method_title("proxyclip", "dinov2") == "ProxyCLIP (DINOv2)"
     assert "toy_uniform" in list_base_methods() and "toy-colour" in list_vfms() and "toy" in list_benchmarks()
     assert check_benchmarks(["toys"]) == ["toy"] and get_benchmark("toy").dataset_type == "ToyDataset"

@@ -27,8 +27,9 @@ Leaf names (``{fsa_}`` when FSA is on; backbones ``vit-b16`` | ``vit-l14`` | ``v
 lamda is set in every leaf (also with FSA off) so ``--cfg-options model.fsa=True`` gets the right one: the
 proxy's (:class:`fsa_seg.vfm.ProxySpec` ``lamda``) where it has one, else the backbone's.
 
-Registrations made outside the package (modules given to :func:`~fsa_seg.zoo.extensions.import_extensions`) are generated as the
-package's own; each leaf that uses one imports those modules (``custom_imports``), so it runs as it is.
+Registrations made outside the package (modules given to
+:func:`~fsa_seg.zoo.extensions.import_extensions`) are generated as the package's own; each leaf that uses one
+imports those modules (``custom_imports``), so it runs as it is.
 """
 from __future__ import annotations
 
@@ -119,13 +120,13 @@ def dataset_base_file(bench: Benchmark) -> str:
 
     sixteen_bit = bench.ignore_index > 255
     resize_why = ": the released FSA protocol's resize." if bench.paper_table else "."
+    load_keys = "".join(f", {k}={fmt(v)}" for k, v in bench.load_keys)
     if sixteen_bit:
         load = (f"    # After Resize, so the ground truth keeps its original size; 16-bit masks (class ids up to "
-                f"{bench.num_classes - 1}).\n    dict(type='LoadUInt16Annotations'),\n")
+                f"{bench.num_classes - 1}).\n    dict(type='LoadUInt16Annotations'{load_keys}),\n")
     else:
-        zero = ", reduce_zero_label=True" if bench.reduce_zero_label else ""
         load = ("    # After Resize, so the ground truth keeps its original size for evaluation.\n"
-                f"    dict(type='LoadAnnotations'{zero}),\n")
+                f"    dict(type='LoadAnnotations'{load_keys}),\n")
     dataset = [f"{k}={fmt(v)}" for k, v in bench.dataset_keys]
     dataset.append(f"data_prefix=dict(img_path={bench.img_dir!r}, seg_map_path={bench.mask_dir!r})")
     if bench.ann_file:

@@ -14,7 +14,7 @@ test_pipeline = [
     # Short side to 336 (long side at most 2048), aspect ratio kept: the released FSA protocol's resize.
     dict(type='Resize', scale=(2048, 336), keep_ratio=True),
     # After Resize, so the ground truth keeps its original size for evaluation.
-    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 
