@@ -319,3 +319,21 @@ def test_test_only_entries_are_usable_but_not_offered():
     with pytest.raises(ValueError) as err:
         parse_choices("nope", list_vfms(include_testing=True), "proxy", shown=list_vfms())
     assert "tiny" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_command_lines_take_the_module_from_pythonpath(outside, generated):
+    """As a user runs them: the module's folder on PYTHONPATH, ``--import`` on the command line."""
+    from tooling import run_tool
+
+    tmp, out = outside
+    env = {"PYTHONPATH": str(tmp / "ext")}
+    done = run_tool("gen_configs", "--check", "--import", MODULE, "--out-dir", str(out), env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith(" 0 out of date"), done.stdout[-2000:] + done.stderr
+    done = run_tool("check_data", "--import", MODULE, "--benchmarks", "toy", "--strict", env=env)
+    assert done.returncode == 0 and "1/1 benchmarks ready" in done.stdout, done.stdout + done.stderr
+    done = run_tool("list_configs", "--import", MODULE, "--config-dir", str(out / "toy_uniform"), "--dataset", "toy",
+                    "--csv", env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(r.split(",")[1] + r.split(",")[2] for r in done.stdout.split()[1:]) == sorted(
+        f + b for f in ("on", "off") for b in ("ViT-B-16", "ViT-L-14", "ViT-H-14"))
