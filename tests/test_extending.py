@@ -3,7 +3,7 @@ package (+ the benchmark's class-name file), are first-class: generated configs 
 --import``), ``tools/list_configs.py`` (through the configs' ``custom_imports``), ``tools/check_data.py
 --import``, the reproduce table's titles, and a generated config evaluated by the Runner, which imports the
 module itself (``custom_imports``). Test-only entries stay out of listings and messages."""
-import importlib.util
+import importlib
 import shutil
 import sys
 from pathlib import Path
@@ -14,11 +14,13 @@ import torch
 from PIL import Image
 
 from fsa_seg.benchmarks import BENCHMARKS, check_benchmarks, get_benchmark, list_benchmarks
+from fsa_seg.diagnostics import data_check
 from fsa_seg.last_block import LAST_BLOCKS, list_base_methods
 from fsa_seg.resources import CONFIG_DIR
 from fsa_seg.vfm import VFM_REGISTRY, build_vfm, get_vfm, list_vfms
-from fsa_seg.zoo import generate
+from fsa_seg.zoo import config_index, generate
 from fsa_seg.zoo.experiments import method_title
+from fsa_seg.zoo.extensions import import_extensions
 from fsa_seg.zoo.protocols import PROTOCOLS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,14 +98,6 @@ register_benchmark(Benchmark(
 '''
 
 
-def load_tool(name: str):
-    """A tool of tools/ as a module (its ``main(argv)`` runs in this process)."""
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory):
     """The toy module and its data in a temporary folder on sys.path; the configs generated with it into a copy
@@ -126,15 +120,15 @@ def outside(tmp_path_factory):
     shutil.copytree(CONFIG_DIR, out)
 
     saved = [(registry, dict(registry)) for registry in (LAST_BLOCKS, VFM_REGISTRY, BENCHMARKS, PROTOCOLS)]
-    sys.path.insert(0, str(ext))
-    try:
-        yield tmp, out
-    finally:
-        sys.path.remove(str(ext))
-        sys.modules.pop(MODULE, None)
-        for registry, entries in saved:
-            registry.clear()
-            registry.update(entries)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(ext))
+        try:
+            yield tmp, out
+        finally:
+            sys.modules.pop(MODULE, None)
+            for registry, entries in saved:
+                registry.clear()
+                registry.update(entries)
 
 
 def forget() -> None:
@@ -156,9 +150,11 @@ def unregistered(outside):
 
 @pytest.fixture(scope="module")
 def generated(outside):
-    """``tools/gen_configs.py --import toy_ext --out-dir <copy of configs/>``, once."""
+    """What ``tools/gen_configs.py --import toy_ext --out-dir <copy of configs/>`` does, once."""
     tmp, out = outside
-    assert load_tool("gen_configs").main(["--import", MODULE, "--out-dir", str(out)]) == 0
+    imports = import_extensions([MODULE])
+    written, _, removed = generate.write_all(generate.expected_files(imports), out)
+    assert written > 0 and removed == 0
     return out
 
 
@@ -168,7 +164,7 @@ def model_of(path: Path):
     return Config.fromfile(str(path), import_custom_modules=False).model
 
 
-def test_generated_configs_carry_the_registered_entries(outside, generated, capsys):
+def test_generated_configs_carry_the_registered_entries(outside, generated):
     tmp, out = outside
     # The toy method on every benchmark and backbone (its own protocol), the toy benchmark for every method.
     method = (out / "toy_uniform" / "fsa_toy_uniform_vit-b16_toy.py").read_text()
@@ -199,28 +195,27 @@ def test_generated_configs_carry_the_registered_entries(outside, generated, caps
     for rel in ("sclip/fsa_sclip_vit-b16_voc21.py", "fsa_proxy_sam_voc21.py", "_base_/datasets/voc21.py"):
         assert (out / rel).read_text() == (CONFIG_DIR / rel).read_text(), rel
     # --check: in sync with the module, its files stale without it.
-    gen = load_tool("gen_configs")
-    capsys.readouterr()
-    assert gen.main(["--check", "--import", MODULE, "--out-dir", str(out)]) == 0
-    assert capsys.readouterr().out.strip().endswith(" 0 out of date")
+    with_module = generate.expected_files((MODULE,))
+    assert generate.differences(with_module, out) == []
     forget()
-    assert gen.main(["--check", "--out-dir", str(out)]) == 1
-    stale = capsys.readouterr().out
+    without = generate.expected_files()
+    stale = generate.differences(without, out)
     assert "stale: configs/toy_uniform/fsa_toy_uniform_vit-b16_toy.py" in stale
-    assert "stale: configs/_base_/datasets/toy.py" in stale and "stale: configs/proxyclip/" in stale
-    assert "differs:" not in stale and "missing:" not in stale
+    assert "stale: configs/_base_/datasets/toy.py" in stale
+    assert "stale: configs/proxyclip/fsa_proxy_toy-colour_vit-l14_voc21.py" in stale
+    assert sorted(stale) == sorted(f"stale: {rel}" for rel in set(with_module) - set(without))
 
 
 def outside_data(out: Path) -> Path:
     return out.parent / "toy_data"
 
 
-def test_gen_configs_names_a_module_it_cannot_import(capsys):
-    assert load_tool("gen_configs").main(["--check", "--import", "no_such_module_xyz"]) == 2
-    assert "--import no_such_module_xyz: cannot import it" in capsys.readouterr().err
+def test_an_unimportable_module_is_named():
+    with pytest.raises(ValueError, match="--import no_such_module_xyz: cannot import it"):
+        import_extensions(["no_such_module_xyz"])
 
 
-def test_list_configs_reads_the_module_from_custom_imports(generated, unregistered, capsys, tmp_path):
+def test_list_configs_reads_the_module_from_custom_imports(generated, unregistered, tmp_path):
     """A few generated configs in a tree of their own: listed with the toy names, the module imported from the
     configs' custom_imports (no --import)."""
     tree = tmp_path / "configs"
@@ -230,30 +225,23 @@ def test_list_configs_reads_the_module_from_custom_imports(generated, unregister
                 "sclip/sclip_vit-b16_toy.py"):
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(generated / rel, tree / rel)
-    assert load_tool("list_configs").main(["--config-dir", str(tree), "--csv"]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()
-    assert rows[0] == "method,fsa,backbone,vfm,dataset,path"
-    found = {tuple(r.split(",")[:5]) for r in rows[1:]}
+    rows = config_index.collect(str(tree))
+    found = {tuple(r[c] for c in config_index.COLUMNS[:5]) for r in rows}
     assert found == {("toy_uniform", "on", "ViT-B-16", "-", "toy"), ("toy_uniform", "off", "ViT-L-14", "-", "voc21"),
                      ("proxyclip", "on", "ViT-B-16", "toy-colour", "toy"),
                      ("proxyclip", "off", "ViT-B-16", "toy-colour", "voc20"), ("sclip", "off", "ViT-B-16", "-", "toy")}
     assert MODULE in sys.modules
-    assert load_tool("list_configs").main(["--config-dir", str(tree), "--dataset", "toys", "toy", "--paths"]) == 0
-    assert len(capsys.readouterr().out.split()) == 3
+    assert len([r for r in rows if config_index.matches(r, "dataset", ["toy"])]) == 3
 
 
-def test_check_data_checks_a_benchmark_of_the_module(outside, unregistered, capsys, tmp_path):
-    tool = load_tool("check_data")
-    with pytest.raises(SystemExit):  # not a choice without the module
-        tool.main(["--benchmarks", "toy"])
-    capsys.readouterr()
-    report = tmp_path / "report.json"
-    assert tool.main(["--import", MODULE, "--benchmarks", "toy", "--json", str(report), "--strict"]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[2].split()[:4] == ["toy", "ready", "2", "2"] and "1/1 benchmarks ready" in out
-    assert '"labels_seen": [\n      0,\n      1,\n      2\n    ]' in report.read_text()
-    assert tool.main(["--data-root", str(tmp_path)]) == 0  # every benchmark, the toy one with its own root
-    assert "toy" in [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:] if line.split()]
+def test_check_data_checks_a_benchmark_of_the_module(outside, unregistered, tmp_path):
+    assert "toy" not in BENCHMARKS
+    import_extensions([MODULE])
+    roots = data_check.resolve_roots(list(BENCHMARKS), str(tmp_path), from_configs=False)
+    assert roots["toy"] == str(outside[0] / "toy_data") and roots["voc21"] == str(tmp_path / "VOCdevkit/VOC2012")
+    report = data_check.check_benchmark(BENCHMARKS["toy"], roots["toy"])
+    assert (report.status, report.images, report.masks, report.labels_seen) == ("ready", 2, 2, [0, 1, 2])
+    assert data_check.format_table([report]).splitlines()[2].split()[:4] == ["toy", "ready", "2", "2"]
 
 
 def test_reproduce_titles_and_registries_name_the_entries(outside, unregistered):
