@@ -34,10 +34,23 @@ class LastBlockAttention:
 
 
 class LastBlockMethod:
-    """Base class: one base method's last block. Subclasses set ``name`` and implement ``attention``."""
+    """Base class: one base method's last block. Subclasses set ``name`` and implement ``attention``.
+
+    The class is the method's registry entry; besides the model it tells the tools (config generator, tables,
+    listings) its ``title``, its released evaluation ``protocol`` and the one it follows with FSA
+    (``fsa_protocol``; None: the same). A protocol is the name of one in :mod:`fsa_seg.zoo.protocols` or a
+    :class:`fsa_seg.zoo.protocols.Protocol`; None: FSA's released protocol. ``short_title`` names it in tables
+    (default: ``title``). ``testing``: a test-only method, usable by name but left out of listings, messages and
+    generated configs.
+    """
 
     name: str = ""
     needs_proxy: bool = False
+    title: str = ""
+    short_title: str = ""
+    protocol: object = None
+    fsa_protocol: object = None
+    testing: bool = False
 
     def __init__(self, **kwargs) -> None:
         if kwargs:
@@ -58,8 +71,9 @@ def register_last_block(cls: Type[LastBlockMethod]) -> Type[LastBlockMethod]:
     return cls
 
 
-def list_base_methods() -> Tuple[str, ...]:
-    return tuple(sorted(LAST_BLOCKS))
+def list_base_methods(include_testing: bool = False) -> Tuple[str, ...]:
+    """Registered base-method names, sorted (test-only ones with ``include_testing``)."""
+    return tuple(sorted(n for n, cls in LAST_BLOCKS.items() if include_testing or not cls.testing))
 
 
 def build_last_block(name: str, **kwargs) -> LastBlockMethod:
@@ -113,6 +127,9 @@ class ProxyCLIPBlock(LastBlockMethod):
 
     name = "proxyclip"
     needs_proxy = True
+    title = "ProxyCLIP"
+    protocol = "proxyclip"
+    fsa_protocol = "fsa"   # FSA-ProxyCLIP follows the released FSA configs
 
     def __init__(self, beta: float = 1.2, gamma: float = 3.0) -> None:
         super().__init__()
@@ -199,6 +216,8 @@ class VanillaBlock(CLIPNativeBlock):
     tokens, residual kept, FFN kept; then ``ln_post``/``proj`` on every token."""
 
     name = "vanilla"
+    title = "vanilla CLIP"
+    short_title = "CLIP"
 
     def mix(self, block, x, grid):
         q, k, v = qkv(block, x)
@@ -215,6 +234,7 @@ class MaskCLIPBlock(CLIPNativeBlock):
     MaskCLIP's optional key smoothing and prompt denoising post-processing are not part of this block."""
 
     name = "maskclip"
+    title = "MaskCLIP"
 
     def mix(self, block, x, grid):
         v = values(block, x)
@@ -230,6 +250,8 @@ class SCLIPBlock(CLIPNativeBlock):
     to 2, as released), over the 1 + N tokens; residual kept, FFN kept."""
 
     name = "sclip"
+    title = "SCLIP"
+    protocol = "sclip"
 
     def mix(self, block, x, grid):
         q, k, v = qkv(block, x)
@@ -243,6 +265,8 @@ class ClearCLIPBlock(CLIPNativeBlock):
     is ``out_proj(A V)``, then ``ln_post``/``proj``)."""
 
     name = "clearclip"
+    title = "ClearCLIP"
+    protocol = "clearclip"
     residual = False
     ffn = False
 
@@ -271,6 +295,8 @@ class NACLIPBlock(CLIPNativeBlock):
     tokens; its "reduced" architecture: residual removed, FFN removed (output ``out_proj(A V)``)."""
 
     name = "naclip"
+    title = "NACLIP"
+    protocol = "naclip"
     residual = False
     ffn = False
 

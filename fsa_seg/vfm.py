@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from typing import Callable, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -366,34 +367,84 @@ def _tiny_builder(kind: str) -> Callable[..., ProxyFeatures]:
     return build
 
 
-VFM_REGISTRY: Dict[str, Callable[..., ProxyFeatures]] = {
-    "sam": build_sam,
-    "dino": _timm_builder("vit_base_patch8_224.dino", "DINO ViT-B/8", resize_to_crop=False, pos_embed="dino"),
-    "dinov2": _timm_builder("vit_base_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-B/14 (registers)",
-                            resize_to_crop=False),
-    "mae": _timm_builder("vit_base_patch16_224.mae", "MAE ViT-B/16", resize_to_crop=True, pos_embed="mae"),
-    "tiny-sam": _tiny_builder("sam"),
-    "tiny-dino": _tiny_builder("dino"),
-}
+@dataclass(frozen=True)
+class ProxySpec:
+    """A proxy model's registry entry: what the model, the config generator, the tables and the speed benchmark
+    read about it.
+
+    ``builder(checkpoint=None, random_weights=False, crop_size=336)`` returns a :class:`ProxyFeatures`. The token
+    grid of a square crop of side ``crop`` is ``((input_size or crop) // patch) ** 2`` (``input_size``: the side
+    the proxy resizes every crop to, e.g. SAM's 1024); ``channels`` is the width of its features. ``lamda`` is
+    FSA's sharpening lambda with this proxy (None: the CLIP backbone's). ``configs``: generate its evaluation
+    configs (``tools/gen_configs.py``). ``testing``: a test-only model, usable by name but left out of listings,
+    "choose one of" messages and generated configs.
+    """
+
+    name: str
+    builder: Callable[..., ProxyFeatures]
+    title: str = ""                    # short title for tables, e.g. 'DINOv2' (default: the name)
+    patch: int = 16
+    input_size: Optional[int] = None
+    channels: int = 768
+    lamda: Optional[float] = None
+    configs: bool = True
+    testing: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.title or self.name
+
+    def tokens(self, crop: int) -> int:
+        """Patch tokens of the proxy's output grid for a ``crop x crop`` window (ProxyCLIP's N)."""
+        return ((self.input_size or crop) // self.patch) ** 2
 
 
-def register_vfm(name: str, builder: Callable[..., ProxyFeatures]) -> Callable[..., ProxyFeatures]:
-    """Add a proxy model: ``builder(checkpoint=None, random_weights=False, crop_size=336)`` returns a
-    :class:`ProxyFeatures` (docs/extending.md)."""
-    if not name or name in VFM_REGISTRY:
-        raise ValueError(f"proxy model needs a new unique name, got '{name}'")
-    VFM_REGISTRY[name] = builder
-    return builder
+VFM_REGISTRY: Dict[str, ProxySpec] = {}
 
 
-def list_vfms() -> Tuple[str, ...]:
-    return tuple(VFM_REGISTRY)
+def register_vfm(name: Union[str, ProxySpec], builder: Optional[Callable[..., ProxyFeatures]] = None,
+                 **spec: Any) -> ProxySpec:
+    """Add a proxy model: ``register_vfm(ProxySpec(...))``, or ``register_vfm(name, builder, **fields)`` with the
+    other :class:`ProxySpec` fields as keywords (docs/extending.md). Returns the entry."""
+    entry = name if isinstance(name, ProxySpec) else ProxySpec(name=name, builder=builder, **spec)
+    if not entry.name or entry.name in VFM_REGISTRY:
+        raise ValueError(f"proxy model needs a new unique name, got '{entry.name}'")
+    if not callable(entry.builder):
+        raise ValueError(f"proxy model '{entry.name}' needs a builder function")
+    VFM_REGISTRY[entry.name] = entry
+    return entry
+
+
+for _spec in (
+    ProxySpec("sam", build_sam, "SAM", patch=16, input_size=1024, channels=256),
+    ProxySpec("dino", _timm_builder("vit_base_patch8_224.dino", "DINO ViT-B/8", resize_to_crop=False,
+                                    pos_embed="dino"), "DINO", patch=8),
+    ProxySpec("dinov2", _timm_builder("vit_base_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-B/14 (registers)",
+                                      resize_to_crop=False), "DINOv2", patch=14),
+    # FSA's released hyper_param.txt: lamda 4.5 with the MAE proxy, whatever the backbone.
+    ProxySpec("mae", _timm_builder("vit_base_patch16_224.mae", "MAE ViT-B/16", resize_to_crop=True,
+                                   pos_embed="mae"), "MAE", patch=16, lamda=4.5),
+    ProxySpec("tiny-sam", _tiny_builder("sam"), patch=16, input_size=1024, channels=16, testing=True),
+    ProxySpec("tiny-dino", _tiny_builder("dino"), patch=8, channels=32, testing=True),
+):
+    register_vfm(_spec)
+del _spec
+
+
+def list_vfms(include_testing: bool = False) -> Tuple[str, ...]:
+    """Registered proxy names (test-only ones with ``include_testing``)."""
+    return tuple(n for n, s in VFM_REGISTRY.items() if include_testing or not s.testing)
+
+
+def get_vfm(name: str) -> ProxySpec:
+    """The registry entry of proxy ``name``; ``ValueError`` (one line) lists the choices."""
+    try:
+        return VFM_REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown vfm '{name}'; choose one of {list(list_vfms())} (or None)") from None
 
 
 def build_vfm(name: str, checkpoint: Optional[str] = None, random_weights: bool = False,
               crop_size: int = 336) -> ProxyFeatures:
-    try:
-        builder = VFM_REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown vfm '{name}'; choose one of {list(list_vfms())} (or None)") from None
+    builder = get_vfm(name).builder
     return builder(checkpoint=checkpoint, random_weights=random_weights, crop_size=crop_size).eval()

@@ -136,7 +136,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         elif args.crop_memory:
             from fsa_seg.vfm import list_vfms
 
-            parse_choices(args.crop_memory, list_vfms(), "proxy")
+            parse_choices(args.crop_memory, list_vfms(include_testing=True), "proxy", shown=list_vfms())
         else:
             parse_choices(args.parts, ALL_PARTS, "part")
     except ValueError as err:

@@ -9,6 +9,7 @@ masks of ADE20K-847 and PASCAL-Context-459), and the problems found.
     python tools/check_data.py --data-root /datasets
     python tools/check_data.py --from-configs       # data_root of each dataset config
     python tools/check_data.py --json report.json --strict
+    python tools/check_data.py --import my_benchmarks   # also the benchmarks a module registers
 
 Exit code 0 even when benchmarks are missing, unless ``--strict`` (then 1 when any
 selected benchmark is missing or has problems). Layouts: ``data/README.md``.
@@ -25,10 +26,21 @@ from typing import List, Optional
 
 from fsa_seg.benchmarks import BENCHMARKS
 from fsa_seg.diagnostics.data_check import check_benchmark, format_table, resolve_roots
+from fsa_seg.zoo.extensions import import_extensions
+
+
+def add_import_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                        help='import MODULE first (it registers benchmarks); repeatable')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    # The modules first: the benchmarks they register are choices of --benchmarks.
+    early = argparse.ArgumentParser(add_help=False)
+    add_import_option(early)
+    import_extensions(early.parse_known_args(argv)[0].imports)
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    add_import_option(parser)
     where = parser.add_mutually_exclusive_group()
     where.add_argument('--data-root', metavar='DIR', default=None,
                        help='folder holding the benchmarks in the data/ layout '
@@ -37,6 +49,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     where.add_argument('--from-configs', action='store_true',
                        help='use the data_root of each configs/_base_/datasets/*.py '
                             '(relative to the current directory)')
+    parser.add_argument('--config-dir', metavar='DIR', default=None,
+                        help='with --from-configs: the folder that plays configs/ (default: the packaged configs)')
     parser.add_argument('--benchmarks', nargs='+', choices=list(BENCHMARKS),
                         default=list(BENCHMARKS), help='benchmarks to check (default: all)')
     parser.add_argument('--max-masks', type=int, default=50,
@@ -48,8 +62,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
-    roots = resolve_roots(args.benchmarks, args.data_root, args.from_configs)
+    try:
+        args = parse_args(argv)
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    roots = resolve_roots(args.benchmarks, args.data_root, args.from_configs, args.config_dir)
     reports = [check_benchmark(BENCHMARKS[n], roots[n], args.max_masks) for n in args.benchmarks]
     print(format_table(reports))
     ready = sum(r.status == 'ready' for r in reports)

@@ -7,6 +7,9 @@
 
 Filters take one or more values each; ``--backbone`` accepts the open_clip name (ViT-L-14) or the short tag
 used in file names (vit-l14). ``--csv`` prints comma-separated values, ``--paths`` only the paths.
+``--config-dir DIR`` lists the configs under DIR instead of the packaged ones; ``--import MODULE`` (repeatable)
+imports a module that registers methods, proxies or benchmarks first (a config's own ``custom_imports`` outside
+the package are imported as it is read).
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ import sys
 from typing import List, Optional
 
 from fsa_seg.benchmarks import BENCHMARKS
+from fsa_seg.resources import CONFIG_DIR
 from fsa_seg.zoo.config_index import collect, matches, render
+from fsa_seg.zoo.extensions import import_extensions
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -25,12 +30,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--backbone", nargs="+", help="ViT-B-16 | vit-b16 | ViT-L-14 | vit-l14 | ViT-H-14 | vit-h14")
     parser.add_argument("--vfm", nargs="+", help="sam dino dinov2 mae (ProxyCLIP's proxy model)")
     parser.add_argument("--dataset", nargs="+", help=f"benchmarks: {' '.join(BENCHMARKS)}")
+    parser.add_argument("--config-dir", default=str(CONFIG_DIR), metavar="DIR",
+                        help="list the configs under DIR (default: the packaged configs)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it registers methods, proxies, benchmarks); repeatable")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="comma-separated output")
     out.add_argument("--paths", action="store_true", help="print only the config paths")
     args = parser.parse_args(argv)
+    try:
+        import_extensions(args.imports)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
-    rows = [r for r in collect() if all(matches(r, k, getattr(args, k))
+    rows = [r for r in collect(args.config_dir) if all(matches(r, k, getattr(args, k))
                                         for k in ("method", "fsa", "backbone", "vfm", "dataset"))]
     if args.paths:
         print("\n".join(r["path"] for r in rows))

@@ -37,7 +37,7 @@ from mmengine.config import DictAction
 
 from fsa_seg.apis.paper_table import reproduce_table
 from fsa_seg.benchmarks import check_benchmarks
-from fsa_seg.zoo.experiments import parse_data_roots
+from fsa_seg.zoo.experiments import needs_proxy, parse_data_roots
 from fsa_seg.last_block import list_base_methods
 from fsa_seg.zoo.published_results import load_published
 from fsa_seg.vfm import list_vfms
@@ -75,8 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.method not in list_base_methods():
             raise ValueError(f"--method {args.method}: unknown; choose from {', '.join(list_base_methods())}")
-        vfm = args.vfm if args.method == "proxyclip" else None
-        if vfm is not None and vfm not in list_vfms():
+        vfm = args.vfm if needs_proxy(args.method) else None
+        if vfm is not None and vfm not in list_vfms(include_testing=True):
             raise ValueError(f"--vfm {vfm}: unknown; choose from {', '.join(list_vfms())}")
         datasets = check_benchmarks(args.datasets) if args.datasets else None
         published = load_published(args.published)

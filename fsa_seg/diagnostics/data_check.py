@@ -142,20 +142,26 @@ def check_benchmark(spec: Benchmark, root: str, max_masks: int = 50) -> Report:
 
 
 def resolve_roots(names: Iterable[str], data_root: Optional[str],
-                  from_configs: bool) -> Dict[str, str]:
-    """Data root of each benchmark: under ``data_root``, from the configs, or under ``data/`` of the current
-    directory (where ``tools/test.py`` reads the configs' relative data roots from)."""
+                  from_configs: bool, config_dir: Optional[str] = None) -> Dict[str, str]:
+    """Data root of each benchmark: under ``data_root``, from the dataset base configs (the packaged ones, or
+    those under ``config_dir``), or under ``data/`` of the current directory (where ``tools/test.py`` reads the
+    configs' relative data roots from). A benchmark whose registered root is absolute keeps it."""
     roots: Dict[str, str] = {}
     for name in names:
         spec = BENCHMARKS[name]
         if from_configs:
             from mmengine import Config
-            cfg = Config.fromfile(str(config_path(spec.config)))
+            path = (osp.join(config_dir, '_base_', 'datasets', f'{spec.name}.py') if config_dir
+                    else str(config_path(spec.config)))
+            cfg = Config.fromfile(path, import_custom_modules=False)
             roots[name] = cfg.test_dataloader.dataset.data_root
+        elif osp.isabs(spec.data_root):
+            roots[name] = spec.data_root
         else:
             base = data_root if data_root is not None else 'data'
             # Spec roots are 'data/<sub>'; keep <sub> under the chosen base folder.
-            roots[name] = osp.join(base, spec.data_root.split('/', 1)[1])
+            head, _, sub = spec.data_root.partition('/')
+            roots[name] = osp.join(base, sub) if head == 'data' and sub else osp.join(base, spec.data_root)
     return roots
 
 

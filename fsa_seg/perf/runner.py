@@ -98,13 +98,14 @@ def parse_ints(text: str) -> List[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
 
-def parse_choices(text: Optional[str], allowed: Sequence[str], what: str) -> List[str]:
+def parse_choices(text: Optional[str], allowed: Sequence[str], what: str,
+                  shown: Optional[Sequence[str]] = None) -> List[str]:
     """The comma list ``text`` (empty or ``None``: none), each item one of ``allowed`` (a one-line ``ValueError``
-    names the unknown ones and the choices)."""
+    names the unknown ones and the choices ``shown``, by default all of ``allowed``)."""
     items = [x.strip() for x in (text or "").split(",") if x.strip()]
     unknown = sorted(set(items) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown {what}(s) {unknown}; choose from {list(allowed)}")
+        raise ValueError(f"unknown {what}(s) {unknown}; choose from {list(allowed if shown is None else shown)}")
     return items
 
 
@@ -136,7 +137,7 @@ def plan_crop_memory(args) -> List[Dict]:
     the difference over the extra crops is the memory one more crop in a batch takes."""
     from ..vfm import list_vfms
 
-    vfms = parse_choices(args.crop_memory, list_vfms(), "proxy")
+    vfms = parse_choices(args.crop_memory, list_vfms(include_testing=True), "proxy", shown=list_vfms())
     batches = sorted({1, max(2, int(args.crop_batch))})
     return [dict(part="crops", vfm=vfm, c=c, batch=b) for vfm in vfms for c in args.c for b in batches]
 

@@ -36,34 +36,34 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..resources import MODEL_CONFIG_DIR
 
 
-# Patch-token grid of each VFM for a square crop of side ``crop`` (ProxyCLIP's N), and its feature width.
-_VFM_TOKENS = {
-    "sam": lambda crop: 64 * 64,              # resized to 1024 x 1024, patch 16
-    "tiny-sam": lambda crop: 64 * 64,
-    "dino": lambda crop: (crop // 8) ** 2,     # ViT-B/8 on the crop
-    "tiny-dino": lambda crop: (crop // 8) ** 2,
-    "dinov2": lambda crop: (crop // 14) ** 2,  # ViT-B/14 on the crop
-    "mae": lambda crop: (crop // 16) ** 2,     # ViT-B/16 on the crop resized to crop x crop
-}
-_VFM_CHANNELS = {"sam": 256, "tiny-sam": 16, "tiny-dino": 32}
-# Which VFM to use for a grid value of N in the whole-forward parts (real models first).
-_VFM_ORDER = ("mae", "dinov2", "dino", "sam")
+def _vfm_order():
+    """Which VFM to use for a grid value of N in the whole-forward parts: the registered proxies but the test-only
+    ones, in registration order (the paper's four, whose grids differ, then any added)."""
+    from ..vfm import VFM_REGISTRY
+
+    return [s for s in VFM_REGISTRY.values() if not s.testing]
 
 
 def vfm_tokens(vfm: Optional[str], crop: int) -> Optional[int]:
-    fn = _VFM_TOKENS.get(vfm or "")
-    return fn(crop) if fn else None
+    """Patch tokens of proxy ``vfm``'s grid for a square crop of side ``crop`` (its registry entry), or None."""
+    from ..vfm import VFM_REGISTRY
+
+    spec = VFM_REGISTRY.get(vfm or "")
+    return spec.tokens(crop) if spec is not None else None
 
 
 def vfm_for_tokens(n: int, crop: int) -> Optional[str]:
-    for name in _VFM_ORDER:
-        if vfm_tokens(name, crop) == n:
-            return name
+    for spec in _vfm_order():
+        if spec.tokens(crop) == n:
+            return spec.name
     return None
 
 
 def proxy_channels(n: int, crop: int) -> int:
-    return _VFM_CHANNELS.get(vfm_for_tokens(n, crop) or "", 768)
+    from ..vfm import VFM_REGISTRY
+
+    name = vfm_for_tokens(n, crop)
+    return VFM_REGISTRY[name].channels if name else 768
 
 
 def grid_for(n: int) -> Tuple[int, int]:

@@ -1,8 +1,10 @@
 """The evaluation configs as a table (``tools/list_configs.py``): method, fsa, backbone, vfm, dataset, path,
-read from the configs themselves."""
+read from the configs themselves. A config's ``custom_imports`` outside the package are imported (once), so
+methods, proxies and benchmarks registered there are named as the package's own."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import os.path as osp
 import tempfile
@@ -10,7 +12,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from ..benchmarks import benchmark_for_dataset_type
 from ..resources import CONFIG_DIR, shown_path
-from .experiments import backbone_tag
+from .experiments import backbone_tag, needs_proxy
 
 COLUMNS = ("method", "fsa", "backbone", "vfm", "dataset", "path")
 CLIP_SEGMENTORS = ("FSASegmentor", "FSAProxySegmentation")
@@ -51,7 +53,7 @@ def describe(cfg, path: str) -> Dict[str, str]:
         else:
             method, vfm, fsa = model.get("base_method", "proxyclip"), model.get("vfm"), model.get("fsa", True)
             backbone = model.get("clip_model", "ViT-B-16")
-        row.update(method=method, backbone=backbone, vfm=(vfm or "-") if method == "proxyclip" else "-")
+        row.update(method=method, backbone=backbone, vfm=(vfm or "-") if needs_proxy(method) else "-")
     else:
         row.update(method=mtype.replace("Segmentor", "").lower() or "?", backbone="-", vfm="-")
         fsa = model.get("fsa", False)
@@ -60,6 +62,15 @@ def describe(cfg, path: str) -> Dict[str, str]:
     bench = benchmark_for_dataset_type(dataset)
     row["dataset"] = bench.name if bench is not None else str(dataset)
     return row
+
+
+def import_outside_modules(cfg) -> None:
+    """Import the modules of a config's ``custom_imports`` that are not part of this package (registrations
+    made outside it); the package's own (its mmseg plugin) are left to the runs that need them."""
+    imports = (cfg.get("custom_imports") or {}).get("imports") or []
+    for name in [imports] if isinstance(imports, str) else imports:
+        if name != "fsa_seg" and not name.startswith("fsa_seg."):
+            importlib.import_module(name)
 
 
 def collect(root: str = str(CONFIG_DIR)) -> List[Dict[str, str]]:
@@ -71,6 +82,7 @@ def collect(root: str = str(CONFIG_DIR)) -> List[Dict[str, str]]:
         for path in config_files(root):
             try:
                 cfg = Config.fromfile(path, import_custom_modules=False)
+                import_outside_modules(cfg)
             except Exception as err:  # a broken config is listed, not fatal
                 rows.append(dict(method="?", fsa="?", backbone="?", vfm="?", dataset="?",
                                  path=f"{shown_path(path)}  (cannot load: {type(err).__name__})"))

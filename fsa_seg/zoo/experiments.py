@@ -1,11 +1,15 @@
 """Which config evaluates a (method, FSA, backbone, proxy, benchmark), and how a config is moved to another
 benchmark (for the sweep and the paper table, :mod:`fsa_seg.apis`).
 
-Config naming (``tools/gen_configs.py``; backbone tags ``vit-b16`` | ``vit-l14`` | ``vit-h14``):
+Config naming (:mod:`fsa_seg.zoo.generate`; backbone tags ``vit-b16`` | ``vit-l14`` | ``vit-h14``):
 
 * ``configs/fsa_proxy_{vfm}_{dataset}.py`` - FSA-ProxyCLIP with OpenAI ViT-B/16 (the paper's main table);
 * ``configs/proxyclip/{fsa_}proxy_{vfm}_{backbone}_{dataset}.py`` - every other ProxyCLIP config;
-* ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py`` - the CLIP-native methods.
+* ``configs/{method}/{fsa_}{method}_{backbone}_{dataset}.py`` - the methods without a proxy (CLIP-native);
+* ``configs/{method}/{fsa_}{method}_{vfm}_{backbone}_{dataset}.py`` - any other method with a proxy.
+
+Titles in the tables come from the registry entries: the base method's ``short_title`` or ``title``
+(:class:`fsa_seg.last_block.LastBlockMethod`), the proxy's ``title`` (:class:`fsa_seg.vfm.ProxySpec`).
 
 When no file matches, the benchmark's default config (FSA-ProxyCLIP's, ``configs/fsa_proxy_sam_{dataset}.py``)
 is used with ``--cfg-options`` setting the method keys (``model.base_method``, ``model.fsa``,
@@ -21,9 +25,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..benchmarks import BENCHMARKS, benchmark_for_dataset_type, get_benchmark
 from ..resources import CONFIG_DIR
 
-METHOD_TITLES: Dict[str, str] = {"proxyclip": "ProxyCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP",
-                                 "naclip": "NACLIP", "maskclip": "MaskCLIP", "vanilla": "CLIP"}
-VFM_TITLES: Dict[str, str] = {"sam": "SAM", "dino": "DINO", "dinov2": "DINOv2", "mae": "MAE"}
+
+
+def needs_proxy(method: str) -> bool:
+    """Whether base method ``method`` runs on a proxy model (its registry entry; False when unknown)."""
+    from ..last_block import LAST_BLOCKS
+
+    cls = LAST_BLOCKS.get(method)
+    return bool(cls is not None and cls.needs_proxy)
 
 
 def parse_data_roots(items: Optional[Sequence[str]]) -> Dict[str, str]:
@@ -51,6 +60,8 @@ def config_candidates(method: str, fsa: bool, backbone: str, vfm: Optional[str],
             out.append(CONFIG_DIR / f"fsa_proxy_{vfm}_{dataset}.py")
         out.append(CONFIG_DIR / "proxyclip" / f"{prefix}proxy_{vfm}_{tag}_{dataset}.py")
         return out
+    if vfm and needs_proxy(method):
+        return [CONFIG_DIR / method / f"{prefix}{method}_{vfm}_{tag}_{dataset}.py"]
     return [CONFIG_DIR / method / f"{prefix}{method}_{tag}_{dataset}.py"]
 
 
@@ -61,7 +72,7 @@ def find_config(method: str, fsa: bool, backbone: str, vfm: Optional[str], datas
         if path.is_file():
             return str(path), {}, "config"
     options: Dict[str, Any] = {"model.base_method": method, "model.fsa": bool(fsa), "model.clip_model": backbone,
-                               "model.vfm": vfm if method == "proxyclip" else None}
+                               "model.vfm": vfm if needs_proxy(method) else None}
     return default_config(dataset), options, "fallback"
 
 
@@ -133,7 +144,13 @@ def config_for_dataset(config: str, dataset: str, cfg=None) -> Tuple[str, Dict[s
 
 
 def method_title(method: str, vfm: Optional[str] = None) -> str:
-    title = METHOD_TITLES.get(method, method)
-    if method == "proxyclip" and vfm:
-        title += f" ({VFM_TITLES.get(vfm, vfm)})"
+    """``'ProxyCLIP (DINOv2)'``, ``'SCLIP'``: the title of a method (and its proxy) in the tables."""
+    from ..last_block import LAST_BLOCKS
+    from ..vfm import VFM_REGISTRY
+
+    cls = LAST_BLOCKS.get(method)
+    title = (cls.short_title or cls.title or method) if cls is not None else method
+    if vfm and cls is not None and cls.needs_proxy:
+        spec = VFM_REGISTRY.get(vfm)
+        title += f" ({spec.label if spec is not None else vfm})"
     return title
