@@ -20,7 +20,7 @@ from ..benchmarks import get_benchmark, paper_benchmarks
 from ..open_vocab import VariantError
 from ..plugin.datasets import check_data_root
 from ..resources import shown_path
-from ..zoo.experiments import backbone_tag, find_config, method_title
+from ..zoo.experiments import backbone_tag, find_config, method_title, needs_proxy
 from ..zoo.published_results import (cell, describe_entry, entry_numbers, find_entry, load_published,
                                      matching_entries, published_average, settings_mismatch)
 from .config import ConfigKeyError, check_options, load_config
@@ -200,7 +200,7 @@ def reproduce_table(method: str, vfm: Optional[str], backbone: str, datasets: Op
     the paper's eight) and write the table; returns the rows, the written files and how many runs failed.
     Each benchmark's two runs share one pass over the data when they can (:func:`plan_passes`; ``separate``:
     never)."""
-    vfm = vfm if method == "proxyclip" else None
+    vfm = vfm if needs_proxy(method) else None
     datasets = list(datasets or paper_benchmarks())
     published = published if published is not None else load_published()
     work_dir = work_dir or default_table_dir(method, vfm, backbone)
