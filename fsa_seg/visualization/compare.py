@@ -98,11 +98,11 @@ def comparison_figure(c: Comparison, opacity: float = 0.5):
               (drawing.blend(c.rgb, c.fsa, c.colors, opacity), "base + FSA"),
               (drawing.changed_panel(c.rgb, c.base, c.fsa, c.colors),
                f"changed pixels: {changed} ({100.0 * changed / c.base.size:.1f}%)")]
-    width = 3.2 * len(panels)
-    fig = drawing.new_figure(width, 3.2 * h / w + 1.3)
-    top = 0.92 if c.random_weights else 0.98
+    cell = 3.2
+    height = cell * h / w + 1.1 + (drawing.BANNER_INCHES if c.random_weights else 0.0)
+    fig = drawing.new_figure(cell * len(panels), height)
     for n, (image, title) in enumerate(panels):
-        ax = fig.add_axes([n / len(panels) + 0.005, 0.16, 1 / len(panels) - 0.01, top - 0.22])
+        ax = fig.add_axes([n / len(panels) + 0.005, 0.6 / height, 1 / len(panels) - 0.01, cell * h / w / height])
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()

@@ -125,14 +125,24 @@ def new_figure(width: float, height: float):
     return fig
 
 
+#: the banner's height in inches
+BANNER_INCHES = 0.35
+
+
+def banner_top(fig, random_weights: bool) -> float:
+    """The top of the free area of ``fig`` (figure fraction): below the banner when there is one."""
+    return 1.0 - (BANNER_INCHES / fig.get_figheight() if random_weights else 0.0)
+
+
 def figure_banner(fig, random_weights: bool) -> None:
-    """The random-weights banner across the top of ``fig`` when ``random_weights``."""
+    """The random-weights banner across the top of ``fig`` when ``random_weights`` (:data:`BANNER_INCHES` high)."""
     from matplotlib.patches import Rectangle
 
     if not random_weights:
         return
     color = tuple(c / 255.0 for c in BANNER_RGB)
-    ax = fig.add_axes([0.0, 0.94, 1.0, 0.06])
+    frac = BANNER_INCHES / fig.get_figheight()
+    ax = fig.add_axes([0.0, 1.0 - frac, 1.0, frac])
     ax.set_axis_off()
     ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, facecolor=color, edgecolor="none",
                            antialiased=False))

@@ -6,7 +6,8 @@ side, written to ``DIR/<image name>.png``.
 them in one row: ground truth | prediction, or with ``--variants`` ground truth | variant 0 | variant 1 | ... from
 the one pass (the segmentor stores every variant's labels in each data sample). Each panel has its title above it;
 a run with random weights gets the banner on top. ``save_labels=True`` also writes every prediction as a palette PNG
-``DIR/labels/<variant>/<image stem>.png`` (pixel value = class id), which ``tools/analyze.py`` reads.
+``DIR/labels/<variant>/<image stem>.png`` (pixel value = class id; the ground truth in
+``DIR/labels/ground_truth/``), which ``tools/analyze.py`` reads.
 
 It is added only when asked (:func:`show_dir_options`: ``default_hooks.visualization``), so an evaluation without
 ``--show-dir`` registers no hook and draws nothing.
@@ -25,6 +26,8 @@ from . import drawing
 from .output import describe_variant, random_weights_used, save_image, save_labels
 
 HOOK_TYPE = "FSAShowDirHook"
+#: the folder under ``labels/`` of the ground-truth label maps (``save_labels``)
+GROUND_TRUTH = "ground_truth"
 
 
 def show_dir_options(show_dir: Optional[str], save_labels: bool = False) -> Dict[str, Any]:
@@ -57,7 +60,12 @@ class ShowDirHook(SegVisualizationHook):
 
     def before_test(self, runner) -> None:
         model = getattr(runner.model, "module", runner.model)
-        self.variants = [dict(v) for v in getattr(model, "variants", None) or []]
+        variants = [dict(v) for v in getattr(model, "variants", None) or []]
+        # Each variant named by the value of every key any variant sets (the first variant is the config's own
+        # model, often ``{}``: its values come from the config).
+        keys = list(dict.fromkeys(k for v in variants for k in v))
+        model_cfg = runner.cfg.get("model", {})
+        self.variants = [{k: v.get(k, model_cfg.get(k)) for k in keys} for v in variants]
         self.random_weights = random_weights_used(model, runner.cfg)
         os.makedirs(self.out_dir, exist_ok=True)
 
@@ -108,5 +116,7 @@ class ShowDirHook(SegVisualizationHook):
             save_image(row, osp.join(self.out_dir, f"{stem}.png"))
             if self.save_labels:
                 _, colors = self._meta()
+                if "gt_sem_seg" in sample:
+                    predictions = [(GROUND_TRUTH, sample.gt_sem_seg.data[0].cpu().numpy())] + predictions
                 for name, labels in predictions:
                     save_labels(labels, colors, osp.join(self.out_dir, "labels", name, f"{stem}.png"))
