@@ -126,6 +126,75 @@ def test_analyze_folder_ranks_images_by_changed_pixels(tiny_model, tmp_path, one
     assert banner_pixels(tmp_path / "most_changed.png").sum() > 1000
 
 
+# --- demo --point: the rows of fsa_seg.internals.explain, drawn and written -------------------------------------------
+@needs_photos
+def test_point_files_hold_the_explained_rows(tiny_model, tmp_path, one_thread):
+    from fsa_seg.internals import explain
+    from fsa_seg.visualization.points import model_pixels, parse_points, write_points
+
+    rgb = read_image(str(PHOTOS / "dog.jpg"))
+    points = parse_points(["200,300", "600,100;5,5"])
+    assert points == [(200, 300), (600, 100), (5, 5)]
+    out = write_points(tiny_model, rgb, points, str(tmp_path / "dog"))
+    pixels = model_pixels(tiny_model, rgb)
+    h, w = rgb.shape[:2]
+    inner = [(int(x * pixels.shape[2] / w), int(y * pixels.shape[1] / h)) for x, y in points]
+    direct = explain(tiny_model.model, pixels, inner)
+    table = list(csv.DictReader(open(tmp_path / "dog_points.csv")))
+    saved = json.loads((tmp_path / "dog_points.json").read_text())
+    assert len(table) == 3 and saved["random_weights"] is True
+    for k, (row, maps) in enumerate(zip(table, saved["maps"])):
+        crop, i = direct.rows_of(k)[0]
+        rows = crop.rows
+        token = int(rows.query_tokens[i])
+        assert (int(row["model_x"]), int(row["model_y"])) == inner[k] and int(row["token"]) == token
+        assert float(row["kept_share"]) == pytest.approx(float(rows.kept_share[token]), abs=1e-6)
+        assert int(row["kept_count"]) == int(rows.kept[i].sum()) > 0
+        for name in ("base", "isolated", "sharpened", "ensembled"):
+            assert np.allclose(np.asarray(maps[name]), rows.maps(name)[i].numpy(), atol=1e-6), name
+        assert np.array_equal(np.asarray(maps["kept"], dtype=bool), rows.maps("kept")[i].numpy())
+    for name, labels in direct.predictions.items():
+        assert np.array_equal(labels_of(tmp_path / f"dog_strategy_{name}_labels.png"), labels.numpy()), name
+    counts = {r["strategy"]: r for r in csv.DictReader(open(tmp_path / "dog_strategies.csv"))}
+    assert int(counts["ensemble"]["dog"]) == int((direct.predictions["ensemble"] == 1).sum())
+    for stem in ("dog_points", "dog_strategies"):
+        assert banner_pixels(tmp_path / f"{stem}.png").sum() > 1000
+        assert (tmp_path / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError, match="outside"):
+        write_points(tiny_model, rgb, [(w, 0)], str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="X,Y"):
+        parse_points(["3"])
+
+
+@needs_photos
+def test_kept_share_per_method(tmp_path, one_thread):
+    """Fig. 9's statistic per base method: the kept shares explain() reports for every patch row, summarised."""
+    from fsa_seg.internals import explain
+    from fsa_seg.visualization.analysis import kept_share_by_method
+    from fsa_seg.visualization.points import model_pixels, write_kept_share
+
+    torch.manual_seed(0)
+    model = init_segmentor(DEMO_CONFIG, {**TINY_MODEL, "model.vfm": None, "model.base_method": "sclip"},
+                           classes=[["dog"], ["floor"]])
+    path = str(PHOTOS / "dog.jpg")
+    values = kept_share_by_method(model, [path], ["sclip", "naclip"])
+    pixels = model_pixels(model, read_image(path))
+    assert np.array_equal(values["sclip"], explain(model.model, pixels, []).kept_share.numpy())
+    with model.model.variant(base_method="naclip"):
+        assert np.array_equal(values["naclip"], explain(model.model, pixels, []).kept_share.numpy())
+    assert values["sclip"].size == 12  # one window of 4 x 3 patches (64 x 48 input)
+    files = write_kept_share(values, str(tmp_path / "kept"), True)
+    rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "kept.csv"))}
+    saved = json.loads((tmp_path / "kept.json").read_text())
+    for method, v in values.items():
+        assert float(rows[method]["mean"]) == pytest.approx(100 * v.mean(), abs=1e-3)
+        assert float(rows[method]["p50"]) == pytest.approx(100 * np.median(v), abs=1e-3)
+        assert sum(saved["histogram"][method]) == v.size == int(rows[method]["rows"])
+    assert banner_pixels(files[0]).sum() > 1000
+    with pytest.raises(ValueError, match="proxy"):
+        kept_share_by_method(model, [path], ["proxyclip"])
+
+
 # --- analyze over a dataset, with the show-dir hook ----------------------------------------------------------------
 def _miou(gt: np.ndarray, pred: np.ndarray, num_classes: int):
     valid = gt != 255
@@ -179,7 +248,9 @@ def test_analyze_dataset_numbers_and_show_dir(tmp_path, one_thread):
     assert len(out["gains_losses"]) == 2
     assert banner_pixels(out_dir / "gains_losses.png").sum() > 1000
     assert banner_pixels(out_dir / "per_class_iou.png").sum() > 1000
-    for stem in ("per_class_iou", "gains_losses"):
+    kept = list(csv.DictReader(open(out_dir / "kept_share.csv")))
+    assert [r["method"] for r in kept] == ["proxyclip"] and int(kept[0]["rows"]) > 0
+    for stem in ("per_class_iou", "gains_losses", "kept_share"):
         assert (out_dir / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
         assert json.loads((out_dir / f"{stem}.json").read_text())["random_weights"] is True
 

@@ -1,8 +1,8 @@
 """Base vs base + FSA over a dataset or a folder of images: figures (PNG and PDF) and their numbers (CSV, JSON).
 
-    python tools/analyze.py CONFIG --out DIR [--cfg-options KEY=VALUE ...] [--top 3]
+    python tools/analyze.py CONFIG --out DIR [--cfg-options KEY=VALUE ...] [--top 3] [--methods sclip,naclip]
     python tools/analyze.py --images FOLDER --classes "cat; dog; grass" --out DIR [--config CONFIG]
-                            [--cfg-options KEY=VALUE ...] [--top 3]
+                            [--cfg-options KEY=VALUE ...] [--top 3] [--methods ...] [--no-kept-share]
 
 Dataset (a config; its dataset and data root, e.g. ``--cfg-options test_dataloader.dataset.data_root=...``): one
 evaluation pass with base (``model.fsa=False``) and base + FSA (``model.fsa=True``) as variants (the backbone runs
@@ -21,6 +21,11 @@ Folder (``--images``; no ground truth): base and FSA of each image from one pass
 * ``DIR/per_image_changes.{csv,json}`` - per image the pixels FSA changed (count, share), largest share first;
 * ``DIR/most_changed.{png,pdf,csv,json}`` - the ``--top`` images with the largest share: image | base | base + FSA
   | changed pixels.
+
+Both modes (CLIP models): ``DIR/kept_share.{png,pdf,csv,json}`` - the distribution of the share of each patch row
+that top-p pruning keeps, per base method (``--methods``, comma-separated; default the config's; each must share
+the config's backbone and proxy), over the images (Fig. 9 style), from FSA's traced forward
+(:func:`fsa_seg.internals.explain`). ``--no-kept-share`` leaves it out (e.g. for SAM3).
 
 ``DIR/summary.json`` lists every table and file. Figures made with random weights carry the banner "random
 weights: not a real result". See docs/visualization.md.
@@ -60,6 +65,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, help="config overrides")
     parser.add_argument("--top", type=int, default=3, help="images drawn per side (gains, losses)")
+    parser.add_argument("--methods", help="base methods of the kept-share figure, comma-separated "
+                                          "(default: the config's)")
+    parser.add_argument("--no-kept-share", action="store_true", help="leave out the kept-share figure")
     return parser.parse_args(argv)
 
 
@@ -81,6 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ValueError(f"--top {args.top}: give at least 1")
         if (args.config is None) == (args.images is None):
             raise ValueError("give either a CONFIG (dataset mode) or --images FOLDER (folder mode)")
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         if args.images:
             from fsa_seg.apis.inference import init_segmentor, parse_classes
 
@@ -91,10 +100,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             options = {"model.prob_thd": 0.0, **args.cfg_options}
             model = init_segmentor(args.model_config, options, classes=classes)
             os.makedirs(args.out, exist_ok=True)
-            out = analyze_folder(model, images, args.out, args.top)
+            out = analyze_folder(model, images, args.out, args.top, methods, not args.no_kept_share)
         else:
             os.makedirs(args.out, exist_ok=True)
-            out = analyze_dataset(args.config, args.out, args.cfg_options, args.top)
+            out = analyze_dataset(args.config, args.out, args.cfg_options, args.top, methods=methods,
+                                  kept_share=not args.no_kept_share)
     except EvaluationInterrupted as err:
         print(f"\n{err}", file=sys.stderr)
         return EXIT_INTERRUPTED

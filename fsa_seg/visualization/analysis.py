@@ -16,6 +16,11 @@ Folder (:func:`analyze_folder`): base and FSA of each image from one pass (:mod:
 * ``per_image_changes`` - per image the pixels FSA changed (count, share), sorted; ``most_changed`` draws the
   ``top`` images with the largest share: image | base | base + FSA | changed pixels.
 
+Both modes, CLIP models: ``kept_share`` - the distribution of the share of each patch row that top-p pruning
+keeps, per base method (``methods``: the model's own by default; others that share its backbone and proxy), over
+the images (Fig. 9 style: violins; the numbers: rows, mean and quantiles per method, and a histogram), from
+:func:`fsa_seg.internals.explain`.
+
 Every figure is written as PNG and PDF, its numbers as CSV and JSON of the same name; every figure made with random
 weights carries the banner.
 """
@@ -131,10 +136,12 @@ def _read_label_png(path: str):
 
 
 def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, Any]] = None, top: int = 3,
-                    launcher: str = "none") -> Dict[str, Any]:
+                    launcher: str = "none", methods: Optional[Sequence[str]] = None, kept_share: bool = True
+                    ) -> Dict[str, Any]:
     """Evaluate ``config`` (with ``options``) once with base and FSA as variants into ``out_dir/base`` and
     ``out_dir/fsa`` and write the figures and tables of the module docstring into ``out_dir``; returns the
-    paths and the tables."""
+    paths and the tables. ``kept_share``: also the kept-share distribution per method of ``methods`` (a CLIP
+    model built from the config as the evaluation builds it, over the evaluated images)."""
     from fsa_seg.apis.config import load_config
     from fsa_seg.apis.evaluate import read_results
     from fsa_seg.apis.inference import read_image
@@ -143,12 +150,19 @@ def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, An
 
     from .show_dir import GROUND_TRUTH, show_dir_options, variant_names
 
+    from fsa_seg.apis.config import segmentor_class
+
     options = dict(options or {})
+    cfg = load_config(config, options)
+    if kept_share and methods:  # a method that cannot vary on this model: one line before the evaluation
+        model_cfg = {k: v for k, v in cfg.model.to_dict().items()
+                     if k not in ("type", "data_preprocessor", "init_cfg", "variants")}
+        for method in methods:
+            segmentor_class(cfg.model).variant_changes(model_cfg, {"base_method": method})
     show = osp.join(out_dir, "show")
     run_dirs = [osp.join(out_dir, name) for name in NAMES]
     evaluate_variants(config, list(DATASET_VARIANTS), run_dirs,
                       {**options, **show_dir_options(show, save_labels=True)}, launcher)
-    cfg = load_config(config, options)
     random_weights = random_weights_used(cfg=cfg)
     results = [read_results(d) for d in run_dirs]
     out: Dict[str, Any] = {"random_weights": random_weights, "runs": run_dirs}
@@ -195,10 +209,26 @@ def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, An
         files = save_figure(fig, stem) + files
     out["gains_losses"] = picked
     out["gains_losses_files"] = files
+    if kept_share:
+        out.update(_kept_share(_evaluation_model(cfg, config, options), [r["image"] for r in images], methods,
+                               out_dir, random_weights, meta))
     return out
 
 
-def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3) -> Dict[str, Any]:
+def _evaluation_model(cfg, config: str, options: Mapping[str, Any]):
+    """The config's segmentor built as its evaluation builds it (seeded the same way: random weights equal)."""
+    from mmengine.runner import set_random_seed
+
+    from fsa_seg.apis.inference import init_segmentor
+
+    randomness = cfg.get("randomness") or (dict(seed=0) if random_weights_used(cfg=cfg) else None)
+    if randomness and randomness.get("seed") is not None:
+        set_random_seed(**randomness)
+    return init_segmentor(config, options)
+
+
+def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3, methods: Optional[Sequence[str]] = None,
+                   kept_share: bool = True) -> Dict[str, Any]:
     """Base and FSA of segmentor ``model`` on each image (one pass each) and the tables and figures of the
     module docstring (folder) in ``out_dir``."""
     from fsa_seg.apis.inference import read_image
@@ -206,6 +236,8 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3) -> 
     from .compare import compare_image
 
     random_weights = random_weights_used(model)
+    for method in (methods or []) if kept_share else []:  # one line before any work
+        model.model.variant_state({"base_method": method})
     rows, kept = [], {}
     for path in images:
         c = compare_image(model, read_image(path))
@@ -237,7 +269,40 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3) -> 
         files = save_figure(fig, stem) + files
     out["most_changed"] = picked
     out["most_changed_files"] = files
+    if kept_share:
+        out.update(_kept_share(model, list(images), methods, out_dir, random_weights, meta))
     return out
+
+
+def kept_share_by_method(model, images: Sequence[str], methods: Optional[Sequence[str]] = None
+                         ) -> Dict[str, np.ndarray]:
+    """Per base method (default: segmentor ``model``'s own), the kept share of every patch row of every window of
+    ``images`` (paths), each method a variant of the model (its other settings kept)."""
+    from contextlib import nullcontext
+
+    from fsa_seg.apis.inference import read_image
+
+    from .points import kept_share_values
+
+    inner = model.model
+    own = inner.variant_settings().get("base_method")
+    methods = list(methods or [own])
+    rgbs = [read_image(path) for path in images]
+    out = {}
+    for method in methods:
+        with (nullcontext() if method == own else inner.variant(base_method=method)):
+            out[method] = np.concatenate([kept_share_values(model, rgb) for rgb in rgbs]) if rgbs else np.zeros(0)
+    return out
+
+
+def _kept_share(model, images: Sequence[str], methods: Optional[Sequence[str]], out_dir: str,
+                random_weights: bool, meta: Mapping[str, Any]) -> Dict[str, Any]:
+    from .points import kept_share_summary, write_kept_share
+
+    values = kept_share_by_method(model, images, methods)
+    files = write_kept_share(values, osp.join(out_dir, "kept_share"), random_weights,
+                             dict(meta, images=len(images)))
+    return {"kept_share": kept_share_summary(values), "kept_share_files": files}
 
 
 def write_summary(out: Mapping[str, Any], path: str) -> str:
