@@ -299,3 +299,13 @@ def test_demo_compare_and_analyze_folder_tools(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "a" / "per_image_changes.csv")))) == len(list(PHOTOS.glob("*.jpg")))
     bad = run_tool("analyze", "--out", tmp_path / "b")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: give either")
+
+
+def test_kept_share_and_points_need_a_clip_model():
+    from fsa_seg.plugin.segmentors import FSAProxySegmentation, FSASegmentor, SAM3Segmentor
+    from fsa_seg.visualization.analysis import check_kept_share
+
+    check_kept_share(FSASegmentor)
+    check_kept_share(FSAProxySegmentation)
+    with pytest.raises(ValueError, match="--no-kept-share"):
+        check_kept_share(SAM3Segmentor)

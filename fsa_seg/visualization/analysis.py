@@ -154,6 +154,8 @@ def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, An
 
     options = dict(options or {})
     cfg = load_config(config, options)
+    if kept_share:
+        check_kept_share(segmentor_class(cfg.model))
     if kept_share and methods:  # a method that cannot vary on this model: one line before the evaluation
         model_cfg = {k: v for k, v in cfg.model.to_dict().items()
                      if k not in ("type", "data_preprocessor", "init_cfg", "variants")}
@@ -236,6 +238,8 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3, met
     from .compare import compare_image
 
     random_weights = random_weights_used(model)
+    if kept_share:
+        check_kept_share(type(model))
     for method in (methods or []) if kept_share else []:  # one line before any work
         model.model.variant_state({"base_method": method})
     rows, kept = [], {}
@@ -272,6 +276,16 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3, met
     if kept_share:
         out.update(_kept_share(model, list(images), methods, out_dir, random_weights, meta))
     return out
+
+
+def check_kept_share(segmentor_cls) -> None:
+    """The kept-share figure needs FSA's traced rows of a CLIP model: a one-line ``ValueError`` otherwise."""
+    from fsa_seg.clip_model import CLIPSegModel
+
+    model_class = getattr(segmentor_cls, "model_class", None)
+    if model_class is None or not issubclass(model_class(), CLIPSegModel):
+        raise ValueError(f"the kept-share figure is drawn for CLIP models only, not "
+                         f"{getattr(segmentor_cls, '__name__', segmentor_cls)}: pass --no-kept-share")
 
 
 def kept_share_by_method(model, images: Sequence[str], methods: Optional[Sequence[str]] = None

@@ -63,8 +63,11 @@ def scale_points(points: Sequence[Tuple[int, int]], size: Tuple[int, int], to: T
 def explain_image(model, rgb: np.ndarray, points: Sequence[Tuple[int, int]]):
     """``(explanation, pixels, model_points)``: :func:`fsa_seg.internals.explain` of segmentor ``model`` on ``rgb``
     at the model's resolution, for ``points`` given in ``rgb``'s pixels (checked first)."""
+    from fsa_seg.clip_model import CLIPSegModel
     from fsa_seg.internals import explain
 
+    if not isinstance(model.model, CLIPSegModel):
+        raise ValueError(f"--point draws the attention rows of CLIP models; {type(model.model).__name__} is not one")
     h, w = rgb.shape[:2]
     for x, y in points:
         if not (0 <= x < w and 0 <= y < h):
