@@ -81,7 +81,13 @@ def test_random_weights_detection():
 @needs_photos
 def test_compare_numbers_equal_separate_predictions(tiny_model, tmp_path, one_thread):
     rgb = read_image(str(PHOTOS / "dog.jpg"))
-    comparison = compare_image(tiny_model, rgb)
+    passes = []  # the proxy runs once per backbone pass (one window: the whole image)
+    handle = tiny_model.model.vfm.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        comparison = compare_image(tiny_model, rgb)
+    finally:
+        handle.remove()
+    assert len(passes) == 1
     paths = write_comparison(comparison, str(tmp_path / "dog"))
     # each variant of the one pass equals a segmentation with that setting
     with tiny_model.model.variant(fsa=False):
