@@ -1,7 +1,8 @@
 """Segment one image with your own class names.
 
     python tools/demo.py IMAGE --classes "cat,kitten; dog; grass" --out DIR \\
-        [--config configs/fsa_proxy_sam_voc21.py] [--cfg-options KEY=VALUE ...] [--opacity 0.5] [--compare] [--point X,Y ...]
+        [--config configs/fsa_proxy_sam_voc21.py] [--cfg-options KEY=VALUE ...] [--opacity 0.5]
+        [--compare] [--point X,Y ...]
 
 ``--classes``: classes separated by ``;``, synonyms of one class by ``,`` (``"cat,kitten; dog"`` is two
 classes, the first queried with both words; a pixel goes to the class of its best-scoring word). Label ids

@@ -7,7 +7,7 @@ import csv
 import json
 import os
 import os.path as osp
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -101,8 +101,3 @@ def describe_variant(variant: Mapping[str, Any]) -> str:
     """``{'model.fsa': False}`` -> ``fsa=False`` (``as configured`` for ``{}``)."""
     return " ".join(f"{k.split('.', 1)[1] if k.startswith('model.') else k}={v}" for k, v in variant.items()) \
         or "as configured"
-
-
-def summary(paths: Mapping[str, Any]) -> Dict[str, Any]:
-    """The written paths as a JSON-friendly dict (lists kept)."""
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in paths.items()}
