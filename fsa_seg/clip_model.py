@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .clip_backbone import CLIPBackbone, create_clip
-from .fsa import FeedbackSelfAdaptiveAttention, FSAParams, LogitHead, attend, merge_heads
+from .fsa import FeedbackSelfAdaptiveAttention, FSAParams, FSATrace, LogitHead, attend, merge_heads
 from .last_block import LAST_BLOCKS, LastBlockAttention, LastBlockMethod, build_last_block
 from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, OutputSettings, VariantError
 from .pamr import PAMR
@@ -84,6 +84,7 @@ class CLIPHeadSettings(OutputSettings):
     lamda: float = FSAParams.lamda
     feedback_scale: float = FSAParams.feedback_scale
     isolation_scale: float = FSAParams.isolation_scale
+    fsa_ensemble: bool = True
     pamr: bool = field(default=False, metadata=AFTER_SCORES)
     pamr_steps: int = field(default=10, metadata=AFTER_SCORES)
     pamr_dilations: Sequence[int] = field(default=(8, 16), metadata=AFTER_SCORES)
@@ -108,7 +109,7 @@ class CLIPHeadSettings(OutputSettings):
         if not self.fsa:
             return None
         return FeedbackSelfAdaptiveAttention(top_p=self.top_p, lamda=self.lamda, feedback_scale=self.feedback_scale,
-                                             isolation_scale=self.isolation_scale)
+                                             isolation_scale=self.isolation_scale, ensemble=self.fsa_ensemble)
 
     @cached_property
     def pamr_refiner(self) -> Optional[PAMR]:
@@ -129,6 +130,7 @@ class CLIPSegModel(OpenVocabModel):
         feedback_scale, isolation_scale: FSA's logit scales in its attention isolation (paper Eq. 3-4; released 20
             and 35): of the base output (the feedback distribution) and of the subtracted uniform-attention output.
             ``base_scale`` / ``uniform_scale`` are their deprecated names.
+        fsa_ensemble: FSA's adaptation ensemble (paper Eq. 8) on (default) or off (``A_fb V``, an ablation).
         random_weights: random CLIP/VFM weights, for pipeline checks only.
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
@@ -142,8 +144,8 @@ class CLIPSegModel(OpenVocabModel):
         pamr, pamr_steps, pamr_dilations: optional PAMR post-refinement (see :meth:`refine_scores`).
 
     The settings (base_method, base_method_cfg, beta, gamma, fsa, top_p, lamda, feedback_scale, isolation_scale,
-    pamr, pamr_steps, pamr_dilations and the output settings) are keyword arguments, :class:`CLIPHeadSettings`
-    (their defaults there); the model holds them as ``settings``.
+    fsa_ensemble, pamr, pamr_steps, pamr_dilations and the output settings) are keyword arguments,
+    :class:`CLIPHeadSettings` (their defaults there); the model holds them as ``settings``.
     """
 
     SETTINGS = CLIPHeadSettings
@@ -292,10 +294,16 @@ class CLIPSegModel(OpenVocabModel):
 
         return out, head
 
-    def logits_from_features(self, features: CropFeatures) -> Tensor:
-        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block."""
+    def logits_from_features(self, features: CropFeatures, trace: Optional[FSATrace] = None) -> Tensor:
+        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block; ``trace`` (optional)
+        records the query rows of the base attention and of FSA's maps (:class:`~fsa_seg.fsa.FSATrace`)."""
         out, head = self.last_block(features)
-        attended = self.fsa(out.a0, out.v, head) if self.fsa is not None else attend(out.a0, out.v)
+        if trace is not None:
+            trace.on_grid(out.grid, out.patch_tokens)
+            if self.fsa is None:
+                trace.record_base(out.a0)
+        attended = (self.fsa(out.a0, out.v, head, trace=trace) if self.fsa is not None
+                    else attend(out.a0, out.v))
         logits = head(merge_heads(attended))[:, out.patch_tokens]
         h, w = out.grid
         return logits.transpose(1, 2).reshape(logits.shape[0], -1, h, w)
@@ -304,10 +312,10 @@ class CLIPSegModel(OpenVocabModel):
         """Unscaled query logits ``[n, Q, h, w]`` of normalised crops on the last block's output grid."""
         return self.logits_from_features(self.crop_features(crops))
 
-    def scores_from_features(self, features: CropFeatures, crops: Tensor) -> Tensor:
+    def scores_from_features(self, features: CropFeatures, crops: Tensor, trace: Optional[FSATrace] = None) -> Tensor:
         """The query logits of :meth:`logits_from_features` resized to the crops (``crop_scores`` is this of
-        :meth:`crop_features`)."""
-        return F.interpolate(self.logits_from_features(features), size=crops.shape[-2:], mode="bilinear")
+        :meth:`crop_features`); ``trace`` as there."""
+        return F.interpolate(self.logits_from_features(features, trace), size=crops.shape[-2:], mode="bilinear")
 
     def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
         """With ``pamr``, as SCLIP/NACLIP do: the query scores at the original size are refined by PAMR,

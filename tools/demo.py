@@ -2,6 +2,7 @@
 
     python tools/demo.py IMAGE --classes "cat,kitten; dog; grass" --out DIR \\
         [--config configs/fsa_proxy_sam_voc21.py] [--cfg-options KEY=VALUE ...] [--opacity 0.5]
+        [--compare] [--point X,Y ...]
 
 ``--classes``: classes separated by ``;``, synonyms of one class by ``,`` (``"cat,kitten; dog"`` is two
 classes, the first queried with both words; a pixel goes to the class of its best-scoring word). Label ids
@@ -21,6 +22,30 @@ Writes to DIR, for IMAGE named ``photo.jpg``:
   share) in its top-left corner;
 * ``photo_shares.json`` / ``photo_shares.csv`` - per class: id, name, synonyms, pixels, share (%); the
   shares are printed too.
+
+With ``--compare`` it writes instead base (``fsa=False``) vs base + FSA (``fsa=True``), both from one backbone pass
+(the one-pass variants), as one figure: image | base | base + FSA | changed pixels (in FSA's class colour), one
+legend (docs/visualization.md):
+
+* ``photo_compare.png`` / ``photo_compare.pdf`` - the figure (screen / paper);
+* ``photo_compare.csv`` / ``photo_compare.json`` - per class: pixels and share under base and under FSA, pixels FSA
+  gave to it and took from it; the JSON also holds the changed-pixel count and share;
+* ``photo_base_labels.png`` / ``photo_fsa_labels.png`` - the two label maps (palette PNGs).
+
+``--point X,Y`` (repeatable; pixels of the image; with or without ``--compare``) adds FSA's attention for those
+pixels (CLIP models; :func:`fsa_seg.internals.explain`, one backbone pass), drawn over the window the model sees
+(its resize):
+
+* ``photo_points.png`` / ``.pdf`` - per point: the window with the point | base attention A0 | isolated affinity |
+  kept set after top-p pruning (its share of the row) | sharpened A_fb | ensembled;
+  ``photo_points.csv`` / ``.json`` - per point its window, patch token, kept count and share (the JSON holds the
+  five maps on the patch grid);
+* ``photo_strategies.png`` / ``.pdf`` / ``.csv`` / ``.json`` and ``photo_strategy_<name>_labels.png`` - each
+  strategy's prediction alone (base, isolation only, pruning only, both, the full FSA ensemble) at the model's
+  resolution, pixels per class.
+
+A model with random weights (``model.random_weights=True``) gets the banner "random weights: not a real result" on
+every figure.
 
 While it runs it shows the sliding-window crops done / total with crops/s and ETA (a bar on a terminal, one line
 per crop batch otherwise), after the text-embedding line (built, or from the cache).
@@ -48,23 +73,12 @@ from fsa_seg.resources import CONFIG_DIR
 from fsa_seg.diagnostics.env_info import announce_run
 from fsa_seg.open_vocab import CropMemoryError
 from fsa_seg.progress import progress_callback
+from fsa_seg.visualization.drawing import palette
+from fsa_seg.visualization.points import parse_points
 from fsa_seg.weights import WeightsUnavailableError
 
 EXIT_USAGE = 2
 DEFAULT_CONFIG = str(CONFIG_DIR / "fsa_proxy_sam_voc21.py")
-
-
-def palette(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours (uint8 ``[n, 3]``)."""
-    import matplotlib
-
-    if n <= 10:
-        colors = matplotlib.colormaps["tab10"](np.arange(n))[:, :3]
-    elif n <= 20:
-        colors = matplotlib.colormaps["tab20"](np.arange(n))[:, :3]
-    else:
-        colors = matplotlib.colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
-    return (colors * 255).round().astype(np.uint8)
 
 
 def draw_overlay(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray, table: List[dict], opacity: float):
@@ -128,6 +142,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="overrides, e.g. model.vfm=dino model.prob_thd=0.3 model.device=cpu")
     parser.add_argument("--opacity", type=float, default=0.5, help="colour opacity in the overlay (0..1)")
+    parser.add_argument("--compare", action="store_true",
+                        help="base vs base + FSA from one backbone pass: image | base | base + FSA | changed "
+                             "pixels (PHOTO_compare.png/.pdf/.csv/.json, PHOTO_base_labels.png, PHOTO_fsa_labels.png)")
+    parser.add_argument("--point", action="append", default=[], metavar="X,Y",
+                        help="FSA's attention maps for this pixel (repeatable): PHOTO_points.* and "
+                             "PHOTO_strategies.*")
     return parser.parse_args(argv)
 
 
@@ -138,6 +158,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not 0.0 <= args.opacity <= 1.0:
             raise ValueError(f"--opacity {args.opacity}: use a value between 0 and 1")
         rgb = read_image(args.image)
+        points = parse_points(args.point)
+        h, w = rgb.shape[:2]
+        for x, y in points:
+            if not (0 <= x < w and 0 <= y < h):
+                raise ValueError(f"--point {x},{y} is outside the {w}x{h} image")
         if not osp.isfile(args.config):
             raise ValueError(f"config file '{args.config}' not found (see configs/)")
         options = {"model.prob_thd": 0.0}
@@ -154,13 +179,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_USAGE
     # crops done / total, crops/s and ETA (a bar on a terminal, one line per crop batch otherwise)
     model.model.crop_progress = progress_callback("crops")
+    stem = osp.splitext(osp.basename(args.image))[0]
+    if points:
+        code = _points(model, rgb, points, osp.join(args.out, stem))
+        if code:
+            return code
+    if args.compare:
+        return _compare(model, rgb, args, options, stem)
     try:
         result = segment_image(model, rgb)
     except CropMemoryError as err:  # one line: what to lower
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     table = result.shares()
-    stem = osp.splitext(osp.basename(args.image))[0]
     paths = write_outputs(args.out, stem, rgb, result.labels, table, args.opacity,
                           dict(image=osp.abspath(args.image), config=args.config,
                                cfg_options={k: v for k, v in options.items()}))
@@ -169,6 +200,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     for r in sorted(table, key=lambda r: -r["pixels"]):
         print(f"{r['class']:<{width}}  {r['pixels']:>9}  {r['share']:5.1f}%")
     print("wrote " + ", ".join(paths[k] for k in ("labels.png", "overlay.png", "shares.json", "shares.csv")))
+    return 0
+
+
+def _points(model, rgb, points, stem: str) -> int:
+    """``--point``: FSA's attention rows for the points and each strategy's prediction."""
+    from fsa_seg.visualization.points import write_points
+
+    try:
+        out = write_points(model, rgb, points, stem)
+    except (CropMemoryError, ValueError) as err:  # e.g. a model without FSA's internals
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    for row in out["points"]:
+        print(f"point ({row['x']}, {row['y']}): token {row['token']} of the {row['grid']} grid, top-p keeps "
+              f"{100.0 * row['kept_share']:.1f}% of its row")
+    print("wrote " + ", ".join(out["point_files"] + out["strategy_files"]))
+    return 0
+
+
+def _compare(model, rgb, args, options: dict, stem: str) -> int:
+    """``--compare``: base and base + FSA from one backbone pass, the figure and its numbers."""
+    from fsa_seg.visualization.compare import compare_image, write_comparison
+
+    try:
+        comparison = compare_image(model, rgb)
+    except CropMemoryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    comparison.meta.update(image=osp.abspath(args.image), config=args.config, cfg_options=dict(options))
+    paths = write_comparison(comparison, osp.join(args.out, stem), args.opacity)
+    changed = paths["changed_pixels"]
+    print(f"changed pixels (base vs base + FSA): {changed} of {comparison.base.size} "
+          f"({100.0 * changed / comparison.base.size:.2f}%)")
+    if comparison.random_weights:
+        print("random weights: not a real result (the figure carries this banner)")
+    print("wrote " + ", ".join(paths["figures"] + paths["tables"] + paths["labels"]))
     return 0
 
 

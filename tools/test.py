@@ -2,7 +2,7 @@
 
     python tools/test.py configs/fsa_proxy_sam_voc.py [--work-dir DIR] [--cfg-options model.top_p=0.3 ...]
                          [--resume] [--strict] [--skip-bad-images]
-                         [--variants model.top_p=0.3,0.45,0.6 [--variants model.lamda=2,3]]
+                         [--variants model.top_p=0.3,0.45,0.6 [--variants model.lamda=2,3]] [--show-dir DIR]
 
 Prints progress while it runs, the per-class IoU table and mIoU at the end, and writes
 ``WORK_DIR/results.json`` with the config, the overrides and the metrics. Multi-GPU evaluation:
@@ -20,6 +20,10 @@ Each combination writes ``WORK_DIR/<key=value__...>/results.json`` and its per-i
 ``tools/test.py CONFIG --work-dir WORK_DIR/<key=value__...> --cfg-options KEY=V ...`` would; ``--resume``
 continues a killed one-pass run. A key that changes the crops or the backbone (e.g. ``model.slide_crop``) is
 refused with a one-line error: use separate runs (or tools/sweep.py, which splits the passes itself).
+
+``--show-dir DIR`` writes ``DIR/<image name>.png`` per image: the ground truth and the prediction side by side
+(mmseg's visualizer draws each panel), with ``--variants`` the ground truth and every variant of the one pass in
+one row (docs/visualization.md). Without it no visualisation hook is added.
 
 Everything is checked before the run starts and before anything is written (a failed check leaves no work dir):
 the config keys and values, the data root, the class-name file against the dataset (as many lines as the
@@ -68,6 +72,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "(default: a warning listing them)")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="skip (and list) images that cannot be read instead of stopping at the first one")
+    parser.add_argument("--show-dir", metavar="DIR",
+                        help="write per image the ground truth and each prediction (every variant) side by side "
+                             "to DIR/<image name>.png")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)
@@ -77,6 +84,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.show_dir:  # the drawing hook, only when asked
+        from fsa_seg.visualization.show_dir import show_dir_options
+        args.cfg_options.update(show_dir_options(args.show_dir))
     try:
         if args.variants:
             variants = expand_grid(parse_grid(args.variants, flag="--variants"))
