@@ -110,8 +110,8 @@ def test_plan_skips_only_what_exceeds_the_budget(tmp_path):
     assert all(j.get('status') != 'skipped' for j in jobs if j['part'] == 'fsa')
 
 
-def test_naive_estimate_matches_the_issue_figures():
-    # issue 4 (released code, fp32): 4.6 GB at N = 1764, C = 171; 8.4 GB at N = 4096, C = 46 (the released
+def test_naive_estimate_matches_the_released_code_figures():
+    # measured with the released code (fp32): 4.6 GB at N = 1764, C = 171; 8.4 GB at N = 4096, C = 46 (the released
     # code keeps one more per-head map alive than the transcription, so ours is a little lower).
     est = estimates.naive_fsa_bytes(1764, 171, heads=12, head_dim=64)
     assert est['phase'] == 'kl' and 4.0e9 < est['peak'] < 5.0e9

@@ -1,4 +1,4 @@
-"""Many settings in one pass over the data (issue 11): each variant's prediction equals a model built with its
+"""Many settings in one pass over the data: each variant's prediction equals a model built with its
 setting, bit for bit; one pass writes what separate runs write; the variant-key checks."""
 import json
 from pathlib import Path

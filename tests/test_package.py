@@ -72,7 +72,7 @@ def test_setup_declares_what_the_package_imports():
 
 
 def test_tools_and_tests_load_nothing_by_path():
-    # the words are split so that the issue's `git grep` over tools/ and tests/ finds nothing, this file included
+    # the words are split so that a `git grep` for them over tools/ and tests/ finds nothing, this file included
     pattern = re.compile("spec_from_" + r"file_location|sys\.path\.(insert|append)")
     offenders = [str(p.relative_to(REPO)) for folder in ("tools", "tests") for p in (REPO / folder).rglob("*.py")
                  if pattern.search(p.read_text())]

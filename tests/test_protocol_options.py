@@ -1,4 +1,4 @@
-"""The released protocols' post-processing and window options (issue: each method's protocol exactly):
+"""The released protocols' post-processing and window options (each method's protocol exactly):
 SCLIP's area threshold, NACLIP's renormalised probabilities and unpadded windows, and the released alias
 without a proxy."""
 import pytest

@@ -147,8 +147,8 @@ def test_packaged_published_numbers_are_sourced_and_never_guessed():
     assert find_entry(data, "sclip", None, "ViT-B-16", True) is None
 
 
-# The published rows of issue 12 (columns VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes,
-# ADE20K; then the printed 8-benchmark average, None where none is printed), typed again from the issue text.
+# The published rows (columns VOC21, Context60, COCO-Object, VOC20, Context59, COCO-Stuff, Cityscapes, ADE20K;
+# then the printed 8-benchmark average, None where none is printed), typed again independently of the package.
 ISSUE_ROWS = {
     ("maskclip", None, "ViT-B-16", "base", "re-run"): ([43.4, 23.2, 20.6, 74.9, 26.4, 16.7, 24.9, 11.9], 30.3),
     ("sclip", None, "ViT-B-16", "base", "paper"): ([59.1, 30.4, 30.5, 80.4, 34.2, 22.4, 32.2, 16.1], 38.2),

@@ -1,4 +1,4 @@
-"""Proxy position embeddings follow the released code (issue 12, item 1), not timm's antialiased resampling.
+"""Proxy position embeddings follow the released code, not timm's antialiased resampling.
 
 References transcribed below (plain, line by line):
 * DINO: facebookresearch/dino ``vision_transformer.py``, ``VisionTransformer.interpolate_pos_encoding`` and

@@ -23,7 +23,7 @@ ALL_PARTS = ("whole", "whole_base", "base", "block_fsa", "fsa", "naive")
 DEFAULT_N = (441, 576, 1764, 4096)
 DEFAULT_C = (21, 46, 171)
 # The released FSA-ProxyCLIP end to end on one 448 x 336 image (SAM proxy, VOC21's 46 queries, fp32, 2-core
-# CPU), from issue 4.
+# CPU), as measured with the released code; the reference the benchmark's report compares against.
 RELEASED_IMAGE_448X336_S = 97.0
 MB = 1e6
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from . import machine, workloads
 
-# The grid: FSA's top_p x lamda, 3 x 3.
+# The default grid: FSA's top_p x lamda, 3 x 3, around the released (0.45, 3.0).
 DEFAULT_GRID: Tuple[Tuple[str, Tuple[float, ...]], ...] = (("top_p", (0.3, 0.45, 0.6)), ("lamda", (2.0, 3.0, 4.0)))
 
 

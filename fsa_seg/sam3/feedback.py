@@ -8,7 +8,7 @@ output. For SAM3 (one map per prompt, independent sigmoids, a presence probabili
   ``p`` is small, its logit where ``p`` is large). A prompt is present if ``sigmoid(presence) >= presence_thd``
   (:func:`present_prompts`); absent prompts stay out of the distributions (a concept SAM3 judges absent only
   adds noise) and are not re-run. A softmax over prompts of log-odds is a normalisation of their odds, so the
-  natural scale is 1; an earlier signal, ``10 x probability``, saturated (with lamda 3 each ``A_fb`` row became a
+  natural scale is 1 (a signal such as ``10 x probability`` saturates: with lamda 3 each ``A_fb`` row becomes a
   near-uniform average over every token of the same top prompt, image-wide);
 * a ``rest`` column at log-odds 0 (p = 0.5) lets tokens that no present prompt claims form their own group
   (with a single present prompt the distribution would otherwise be constant);

@@ -21,7 +21,7 @@ CLIP_SEGMENTORS = ("FSASegmentor", "FSAProxySegmentation")
 @contextlib.contextmanager
 def config_temp_files_in_memory() -> Iterator[None]:
     """While loading many configs: mmengine writes each config and base to a temporary file, and on a
-    busy disk that dominates (~7x slower than RAM here). Within this block only, Python's temporary
+    busy disk that dominates (several times slower than RAM). Within this block only, Python's temporary
     folder is the RAM-backed /dev/shm when there is one; the previous folder is restored on exit."""
     old = tempfile.tempdir
     if osp.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):

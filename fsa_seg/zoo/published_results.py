@@ -31,7 +31,7 @@ the table.
 Column values were checked against the figures they cite where those could be read: the Trident README's
 ``assets/data_result.png`` (github.com/YuHengsss/Trident @ a93b346), ResCLIP's ``figs/main_results_w.png`` and
 ``figs/main_results_wo.png`` (github.com/yvhangyang/ResCLIP @ 0e085f7), the SCLIP and NACLIP READMEs and FSA's
-issue #2 (see each entry). The FreeCP README was not read.
+issue #2 (see each entry). The FreeCP README was not compared.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ _COLUMNS = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stu
 _TRIDENT = "Trident (ICCV 2025) README results figure (github.com/YuHengsss/Trident, assets/data_result.png)"
 _RESCLIP = ("ResCLIP (CVPR 2025) README results figures (github.com/yvhangyang/ResCLIP, figs/main_results_w.png "
             "and figs/main_results_wo.png)")
-_FREECP = "FreeCP README (not read here)"
+_FREECP = "FreeCP README (its numbers not compared)"
 
 
 def _row(*values: Optional[float]) -> Dict[str, Optional[float]]:
@@ -144,7 +144,8 @@ PUBLISHED: Dict[str, Any] = {
         # --- SAM3 (its own model; no CLIP backbone) ------------------------------------------------------------
         _entry("sam3", None, "paper",
                source="SAM 3: Segment Anything with Concepts (Carion et al., arXiv:2511.16719), semantic "
-                      "segmentation results, as quoted in issue 12 of this repository (the table was not read here)",
+                      "segmentation results (transcribed from a quotation of the paper's table, not checked against "
+                      "the paper itself)",
                note="SAM3's own semantic-segmentation evaluation; configs/sam3_*.py are this repository's "
                     "training-free use of SAM3, not necessarily the paper's protocol",
                miou={"ade847": 13.8, "context59": 60.8, "cityscapes": 65.2}),
