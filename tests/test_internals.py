@@ -345,3 +345,92 @@ def test_fsa_ensemble_setting(names, one_thread):
         assert model.fsa.ensemble is True
         on = model.patch_logits(crops)
     assert model.fsa.ensemble is False and (on - off).abs().max() > 1e-4
+
+
+# --- SAM3 --------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sam3_names(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam3") / "tiny.txt"
+    path.write_text("background; sky; wall\ncat\ndog\nperson; people\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sam3_pixels():
+    return torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(1)) * 255
+
+
+def released_log_odds_rows(base, glob, params):
+    """A_fb from the log-odds inputs as the released code builds it (elementwise KL, sort + scatter pruning)."""
+    q = F.softmax(base * params.scale - glob * params.isolation_scale, dim=-1)
+    sim = 1 / (kl_divergence(q) + 1.0)
+    pruned = sparse_attention(sim, p=params.top_p)
+    kept = pruned != float("-inf")
+    weights = pruned * torch.exp(params.lamda * pruned)
+    weights[~kept] = float("-inf")
+    return sim, kept, F.softmax(weights, dim=-1)
+
+
+@pytest.mark.parametrize("placement", ["encoder_output", "last_layer"])
+def test_sam3_explanation_matches_the_model_and_the_transcription(sam3_names, sam3_pixels, placement, one_thread):
+    from dataclasses import replace
+
+    from fsa_seg.internals import SAM3Explanation
+    from fsa_seg.sam3 import decode
+    from fsa_seg.sam3.feedback import log_odds_feedback_attention, log_odds_inputs
+    from test_sam3_model import make_segmentor, reference_outputs, with_presence_thd
+
+    seg = make_segmentor(sam3_names, fsa=True, fsa_placement=placement)
+    norm = seg.normalise(sam3_pixels)
+    present = with_presence_thd(seg, norm)
+    points = [(0, 0), (63, 47), (30, 20)]
+    ex = explain(seg, sam3_pixels, points)
+    assert isinstance(ex, SAM3Explanation) and ex.placement == placement
+    # predictions: the model's own, with and without FSA
+    assert torch.equal(ex.predictions["fsa"], seg.predict([norm])[0].labels)
+    with seg.variant(fsa=False):
+        assert torch.equal(ex.predictions["base"], seg.predict([norm])[0].labels)
+    # presence, present prompts, semantic maps: SAM3's reference forward
+    ref = reference_outputs(seg, norm)
+    assert ex.present.tolist() == present.tolist()
+    torch.testing.assert_close(ex.presence, ref.presence_logits.flatten().sigmoid(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ex.semantic, ref.semantic_seg[:, 0], rtol=1e-4, atol=1e-4)
+    assert len(ex.instances) == seg.num_queries
+    # points on the 8 x 8 encoder grid of the whole image (48 x 64 pixels)
+    assert ex.grid == (8, 8) and ex.query_tokens.tolist() == [0, 63, 3 * 8 + 3]
+    # the feedback rows against the released algorithm on the same inputs
+    vision = decode.encode_vision(seg.sam3, decode.resize_for_sam3(norm[None], seg.image_size))
+    with torch.no_grad():
+        first = seg.first_pass(vision, 0)
+        uniform = seg.uniform_log_odds(vision, 0, first)
+    base, glob = log_odds_inputs(first.token_log_odds, torch.arange(present.numel()), seg.feedback, uniform)
+    sim, kept, a_fb = released_log_odds_rows(base, glob, seg.feedback)
+    sim64, _, _ = released_log_odds_rows(base.double(), glob.double(), seg.feedback)
+    tokens = ex.query_tokens
+    safe = (boundary_margin(sim64, seg.feedback.top_p) > 1e-4)[0, tokens]
+    assert safe.any()
+    assert_close(ex.feedback["isolated"], sim[0, tokens], 1e-5, "isolated")
+    assert torch.equal(ex.feedback["kept"][safe], kept[0, tokens][safe])
+    assert_close(ex.feedback["sharpened"][safe], a_fb[0, tokens][safe], 1e-5, "sharpened")
+    assert ex.kept_share.shape == (64,) and 0 < ex.kept_share.mean() < 1
+    k = present.numel()
+    if placement == "encoder_output":
+        assert torch.equal(ex.feedback["base"], torch.eye(64)[tokens].expand(k, 3, 64))
+        assert torch.equal(ex.feedback["ensembled"], ex.feedback["sharpened"].expand(k, 3, 64))
+        return
+    # the last encoder layer: A0 materialised per present prompt from the stored hidden state, Eq. 8 as written
+    layer = seg.sam3.detr_encoder.layers[-1]
+    expected_base, expected_ens = [], []
+    a_fb_model = log_odds_feedback_attention(first.token_log_odds, torch.arange(k), seg.feedback, uniform).double()
+    for i, prompt in enumerate(present.tolist()):
+        vis, text, mask = seg._prompts(vision, 0, torch.tensor([prompt]))
+        state = replace(decode.encoder_input(seg.sam3, vis, text, mask), hidden=first.hidden[i:i + 1])
+        q, kk, _ = (t.double() for t in decode.layer_qkv(layer, state))
+        a0 = (q @ kk.transpose(-1, -2) * layer.self_attn.scaling).softmax(dim=-1)[0]        # [h, N, N]
+        ens = (a_fb_model[0] @ a0 + a0 @ a_fb_model[0] + a_fb_model[0]) / 3
+        expected_base.append(a0.mean(0)[tokens])
+        expected_ens.append(ens.mean(0)[tokens])
+    assert_close(ex.feedback["base"], torch.stack(expected_base), 1e-6, "base")
+    assert_close(ex.feedback["ensembled"], torch.stack(expected_ens), 1e-6, "ensembled")
+    # teeth: a transposed A0 or A_fb would differ
+    assert (ex.feedback["ensembled"] - ex.feedback["base"]).abs().max() > 1e-3
