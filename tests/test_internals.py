@@ -167,6 +167,29 @@ def test_no_ensemble_switch_is_a_fb_v():
     assert (out - FeedbackSelfAdaptiveAttention(top_p=1.0)(a0, v, head)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("per_head", [False, True])
+def test_recording_allocates_rows_only(per_head):
+    """Every record call of a trace, on maps of N = 1200 tokens: no temporary near the size of an N x N map (the
+    largest is a block of int64 counts, below 2**19 bytes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 1200
+    g = torch.Generator().manual_seed(0)
+    a0 = torch.rand((1, 2, n, n) if per_head else (1, n, n), generator=g)
+    a_fb, sim = torch.rand(1, n, n, generator=g), torch.rand(1, n, n, generator=g)
+    pruned = sim < 0.5
+    trace = FSATrace([0] * 4, [0, 5, 100, n - 1])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        trace.record_base(a0)
+        trace.record_affinity(slice(0, n), n, sim, pruned)
+        trace.record_feedback(slice(0, n), a_fb)
+        trace.record_ensemble(a_fb, a0)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest < n * n, f"a record call allocated {largest} bytes (an N x N fp32 map is {4 * n * n})"
+    assert trace.ensembled.shape == trace.base.shape == (4, n) and trace.kept_share.shape == (1, n)
+    assert torch.equal(trace.kept_share[0], (sim[0] >= 0.5).float().mean(dim=-1))
+
+
 def test_trace_needs_its_queries():
     with pytest.raises(ValueError, match="query rows"):
         FSATrace()
