@@ -108,6 +108,25 @@ class Explanation:
         """Every window holding point ``point`` (an index into :attr:`points`) and that point's row in it."""
         return [(crop, crop.points.index(point)) for crop in self.crops if point in crop.points]
 
+    def image_map(self, point: int, name: str = "sharpened", mode: str = "nearest") -> Tensor:
+        """Point ``point``'s row ``name`` (an :attr:`AttentionRows.FIELDS` field) over the image, ``[H, W]`` fp32:
+        each window's row map resized (``mode``: ``nearest`` shows the patches, or ``bilinear``) to the padded
+        window, cut to it and placed at its box; where windows overlap, their mean; NaN outside every window
+        holding the point."""
+        import torch.nn.functional as F  # noqa: PLC0415
+
+        total = torch.zeros(self.image_size)
+        count = torch.zeros(self.image_size)
+        for crop, row in self.rows_of(point):
+            y1, y2, x1, x2 = crop.box
+            left, right, top, bottom = crop.padding
+            grid_map = crop.rows.maps(name)[row].float()[None, None]
+            size = (y2 - y1 + top + bottom, x2 - x1 + left + right)
+            up = F.interpolate(grid_map, size=size, mode=mode)[0, 0]
+            total[y1:y2, x1:x2] += up[top:top + y2 - y1, left:left + x2 - x1]
+            count[y1:y2, x1:x2] += 1
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+
 
 @dataclass
 class SAM3Explanation:
@@ -199,11 +218,16 @@ def _rows_of_trace(trace: FSATrace, select: Tensor, item: int) -> AttentionRows:
 
 
 def explain(model, image: Union[Tensor, np.ndarray], points: Sequence[Tuple[int, int]],
-            strategies: Sequence[str] = STRATEGY_NAMES) -> Union[Explanation, SAM3Explanation]:
+            strategies: Sequence[str] = STRATEGY_NAMES, cache: Optional[Dict[Any, Any]] = None
+            ) -> Union[Explanation, SAM3Explanation]:
     """FSA's internals for ``image`` (RGB pixels 0..255, ``[3, H, W]`` tensor or ``[H, W, 3]`` array) at the
     ``points`` ``(x, y)``: an :class:`Explanation` for a CLIP model (the ``strategies`` predicted, of
     :data:`STRATEGY_NAMES`), a :class:`SAM3Explanation` for SAM3. The model's own settings (top-p, lamda, base
-    method) are used; its ``fsa`` switch is not (each strategy sets it)."""
+    method) are used; its ``fsa`` switch is not (each strategy sets it): other settings via
+    ``with model.variant(top_p=...): explain(...)``.
+
+    ``cache`` (CLIP, optional): a dict kept by the caller for one image and one model; the windows' backbone
+    features are stored in it on the first call and reused by the next (then only the last block and FSA run)."""
     from .sam3.model import SAM3SegModel  # noqa: PLC0415 - SAM3 needs transformers; import only here
 
     pixels = _as_image(image)
@@ -214,11 +238,12 @@ def explain(model, image: Union[Tensor, np.ndarray], points: Sequence[Tuple[int,
     unknown = [s for s in strategies if s not in STRATEGY_NAMES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {STRATEGY_NAMES}")
-    return _explain_clip(model, pixels, points, list(strategies))
+    return _explain_clip(model, pixels, points, list(strategies), cache)
 
 
 @torch.no_grad()
-def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategies: List[str]) -> Explanation:
+def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategies: List[str],
+                  cache: Optional[Dict[Any, Any]] = None) -> Explanation:
     from .sliding_window import slide_inference_shared  # noqa: PLC0415
 
     changes = _strategy_changes(model)
@@ -235,8 +260,14 @@ def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategi
         current["chunk"] = chunk
 
     def shared(crops: Tensor):
+        key = ("windows", tuple((int(i), tuple(w), tuple(p)) for i, w, p in current["chunk"]))
+        if cache is not None and key in cache:
+            return cache[key]
         crops = crops.to(model.run_device, model.run_dtype)
-        return model.crop_features(crops), crops
+        out = model.crop_features(crops), crops
+        if cache is not None:
+            cache[key] = out
+        return out
 
     def scorer(group: int):
         state = scoring[group]

@@ -457,3 +457,39 @@ def test_sam3_explanation_matches_the_model_and_the_transcription(sam3_names, sa
     assert_close(ex.feedback["ensembled"], torch.stack(expected_ens), 1e-6, "ensembled")
     # teeth: a transposed A0 or A_fb would differ
     assert (ex.feedback["ensembled"] - ex.feedback["base"]).abs().max() > 1e-3
+
+
+def test_fsa_ensemble_is_a_segmentor_key_and_a_variant(names, one_thread):
+    from fsa_seg.plugin import FSASegmentor
+
+    seg = FSASegmentor(name_path=names, base_method="vanilla", vfm=None, fsa_ensemble=False,
+                       variants=[dict(fsa_ensemble=True)], **TINY_CLIP)
+    assert seg.model.fsa.ensemble is False
+
+
+def test_cached_features_and_image_maps(tiny_model, image):
+    model = set_method(tiny_model, "clearclip")
+    points = [(100, 70), (5, 5)]
+    cache = {}
+    first = explain(model, image, points, cache=cache)
+    assert len(cache) == 3                                               # 6 windows, 2 a batch
+    calls = []
+    original = model.crop_features
+    model.crop_features = lambda crops: calls.append(1) or original(crops)
+    try:
+        again = explain(model, image, points, cache=cache)
+    finally:
+        del model.crop_features
+    assert not calls
+    for name in STRATEGY_NAMES:
+        assert torch.equal(first.predictions[name], again.predictions[name])
+    with model.variant(top_p=0.2):
+        sharper = explain(model, image, points, cache=cache)
+    assert (sharper.crops[0].rows.kept.sum() < first.crops[0].rows.kept.sum())
+    # the image map of point 1 (5, 5): only the windows holding it, NaN elsewhere; each value a row entry
+    full = first.image_map(1, "sharpened")
+    assert full.shape == (80, 112) and torch.isnan(full[70, 100]) and not torch.isnan(full[5, 5])
+    crop, row = first.rows_of(1)[0]
+    assert crop.box == (0, 64, 0, 64)
+    # pixel (x=20, y=40) of window (0, 64, 0, 64): patch row 2, column 1 of the 4 x 4 grid
+    assert torch.isclose(full[40, 20], crop.rows.sharpened[row, 2 * 4 + 1])
