@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -329,7 +329,8 @@ def _kept_instances(out, recipe) -> List[Dict[str, Tensor]]:
     criterion = F.logsigmoid(out.pred_logits.double()) + F.logsigmoid(out.presence_logits.double().flatten())[:, None]
     kept = []
     for row in criterion:
-        keep = row >= math.log(recipe.instance_thd) if recipe.instance_thd > 0 else torch.ones_like(row, dtype=torch.bool)
+        keep = (row >= math.log(recipe.instance_thd) if recipe.instance_thd > 0
+                else torch.ones_like(row, dtype=torch.bool))
         index = torch.nonzero(keep).flatten()
         index = index[row[index].argsort(descending=True)]
         if recipe.top_k:

@@ -141,7 +141,8 @@ def test_trace_leaves_the_output_bit_identical(chunk_elems, per_head):
     plain = fsa(a0, v, head)
     with_trace = fsa(a0, v, head, trace=FSATrace(items, tokens))
     assert torch.equal(plain, with_trace)
-    base, uniform = head(attend(a0, v).transpose(1, 2).reshape(2, 150, -1)), head(v.mean(2, keepdim=True).transpose(1, 2).reshape(2, 1, -1))
+    base = head(attend(a0, v).transpose(1, 2).reshape(2, 150, -1))
+    uniform = head(v.mean(2, keepdim=True).transpose(1, 2).reshape(2, 1, -1))
     params = FSAParams(chunk_elems=chunk_elems)
     assert torch.equal(feedback_attention(base, uniform, params),
                        feedback_attention(base, uniform, params, trace=FSATrace(items, tokens)))
@@ -253,6 +254,33 @@ def test_last_block_rows_match_transcription_fp32(tiny_model, method):
         assert_close(getattr(trace, name)[safe], exp[name][safe], 1e-4, name)
 
 
+@pytest.mark.numerics
+@pytest.mark.parametrize("method", ["vanilla", "naclip"])
+def test_last_block_rows_match_transcription_fp64(tiny_model, method):
+    model = set_method(tiny_model, method).double()
+    try:
+        # the model's own 14 x 14 grid: a resized positional embedding is interpolated in fp32 (by design)
+        crops = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        items, tokens = queries(2, 197, count=20, seed=2)
+        trace = FSATrace(items, tokens)
+        model.logits_from_features(model.crop_features(crops), trace=trace)
+        clip = model.backbone.clip
+        block = clip.visual.transformer.resblocks[-1]
+        x, grid = naive_tokens(clip, crops)
+        a0, residual, ffn = NAIVE[method](block, x, grid)
+        v = per_head(projections(block, x)[2], block.attn.num_heads)
+        head = naive_head(clip, block, x, model.text_embeddings, residual, ffn)
+        expected, _ = released_rows(a0, v, head, lamda=model.fsa.params.lamda)
+    finally:
+        model.float()
+    exp = rows_at(expected, items, tokens)
+    for name in ("base", "isolated", "sharpened", "ensembled"):
+        assert getattr(trace, name).dtype == torch.float64
+        assert_close(getattr(trace, name), exp[name], 1e-10, name)
+    assert torch.equal(trace.kept, exp["kept"])
+    assert torch.equal((trace.kept_share.double() * 197).round(), expected["kept"].sum(dim=-1).double())
+
+
 def test_trace_without_fsa_records_the_base_rows(tiny_model):
     model = tiny_model
     model.apply_settings({**model.variant_settings(), "base_method": "sclip", "fsa": False})
@@ -276,8 +304,9 @@ def test_explain_predictions_are_the_one_pass_variants(tiny_model, image):
     points = [(3, 5), (100, 70), (60, 40)]
     ex = explain(model, image, points)
     assert isinstance(ex, Explanation) and list(ex.predictions) == list(STRATEGY_NAMES)
+    isolation_key = "isolation_scale" if "isolation_scale" in model.VARIANT_KEYS else "uniform_scale"
     changes = {"base": dict(fsa=False), "isolation": dict(top_p=1.0, fsa_ensemble=False),
-               "pruning": dict(uniform_scale=0.0, fsa_ensemble=False), "both": dict(fsa_ensemble=False),
+               "pruning": {isolation_key: 0.0, "fsa_ensemble": False}, "both": dict(fsa_ensemble=False),
                "ensemble": dict()}
     norm = model.normalise(image)
     preds = model.predict_variants([norm], None, [changes[s] for s in STRATEGY_NAMES])[0]
