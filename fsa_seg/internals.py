@@ -34,9 +34,11 @@ predict_variants`); the rows are recorded during the full-FSA strategy's own for
 :class:`~fsa_seg.fsa.FSATrace` (rows only: nothing ``N x N`` beyond what that forward holds).
 
 SAM3 models (:class:`~fsa_seg.sam3.model.SAM3SegModel`): :func:`explain` returns a :class:`SAM3Explanation`
-(whole-image inference): presence per prompt, the present prompts (those fed back), each prompt's semantic map and
-kept instances, the feedback rows on the encoder token grid at the model's placement and the predictions without
-and with FSA.
+(whole-image inference, ``slide_crop=0``): presence per prompt, the present prompts (those fed back), each prompt's
+semantic map and kept instances, the feedback rows on the encoder token grid at the model's placement and the
+predictions without and with FSA (``strategies`` does not apply: SAM3's own ``fsa_strategies`` setting chooses how
+its three strategies combine). One vision-backbone pass; the decoder runs for the first pass, FSA and once more for
+the semantic maps and instances.
 """
 from __future__ import annotations
 
