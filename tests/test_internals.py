@@ -2,6 +2,8 @@
 transcription of the released algorithm (fsa_seg/naive_fsa.py's pieces) and of each base method's last block
 (test_base_methods.py), the trace leaving the numbers unchanged, and explain()'s strategies against the one-pass
 variants."""
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ from tiny import TINY_CLIP
 FIELDS = ("base", "isolated", "kept", "sharpened", "ensembled")
 
 
-def released_rows(a0, v, head, top_p=0.45, lamda=3.0, base_scale=20.0, uniform_scale=35.0, ensemble=True):
+def released_rows(a0, v, head, top_p=0.45, lamda=3.0, feedback_scale=20.0, isolation_scale=35.0, ensemble=True):
     """Every row of the released algorithm's maps (tests/naive_fsa.py, step by step): A0 and the ensemble averaged
     over the heads, the affinity, the kept set, A_fb and the kept share."""
     b, h, n, d = v.shape
@@ -28,8 +30,8 @@ def released_rows(a0, v, head, top_p=0.45, lamda=3.0, base_scale=20.0, uniform_s
         out = torch.bmm(attn.reshape(b * h, n, n), vv).reshape(b, h, n, d)
         return out.permute(0, 2, 1, 3).reshape(b, n, h * d)
 
-    patch_logits = head(attend_v(a0h)) * base_scale
-    uni_logits = head(attend_v(F.softmax(torch.ones_like(a0h), dim=-1))) * uniform_scale
+    patch_logits = head(attend_v(a0h)) * feedback_scale
+    uni_logits = head(attend_v(F.softmax(torch.ones_like(a0h), dim=-1))) * isolation_scale
     q = F.softmax(patch_logits - uni_logits, dim=-1)
     sim = 1 / (kl_divergence(q) + 1.0)
     pruned = sparse_attention(sim, p=top_p)
@@ -141,7 +143,8 @@ def test_trace_leaves_the_output_bit_identical(chunk_elems, per_head):
     plain = fsa(a0, v, head)
     with_trace = fsa(a0, v, head, trace=FSATrace(items, tokens))
     assert torch.equal(plain, with_trace)
-    base, uniform = head(attend(a0, v).transpose(1, 2).reshape(2, 150, -1)), head(v.mean(2, keepdim=True).transpose(1, 2).reshape(2, 1, -1))
+    base = head(attend(a0, v).transpose(1, 2).reshape(2, 150, -1))
+    uniform = head(v.mean(2, keepdim=True).transpose(1, 2).reshape(2, 1, -1))
     params = FSAParams(chunk_elems=chunk_elems)
     assert torch.equal(feedback_attention(base, uniform, params),
                        feedback_attention(base, uniform, params, trace=FSATrace(items, tokens)))
@@ -167,6 +170,29 @@ def test_no_ensemble_switch_is_a_fb_v():
     assert (out - FeedbackSelfAdaptiveAttention(top_p=1.0)(a0, v, head)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("per_head", [False, True])
+def test_recording_allocates_rows_only(per_head):
+    """Every record call of a trace, on maps of N = 1200 tokens: no temporary near the size of an N x N map (the
+    largest is a block of int64 counts, below 2**19 bytes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 1200
+    g = torch.Generator().manual_seed(0)
+    a0 = torch.rand((1, 2, n, n) if per_head else (1, n, n), generator=g)
+    a_fb, sim = torch.rand(1, n, n, generator=g), torch.rand(1, n, n, generator=g)
+    pruned = sim < 0.5
+    trace = FSATrace([0] * 4, [0, 5, 100, n - 1])
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        trace.record_base(a0)
+        trace.record_affinity(slice(0, n), n, sim, pruned)
+        trace.record_feedback(slice(0, n), a_fb)
+        trace.record_ensemble(a_fb, a0)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest < n * n, f"a record call allocated {largest} bytes (an N x N fp32 map is {4 * n * n})"
+    assert trace.ensembled.shape == trace.base.shape == (4, n) and trace.kept_share.shape == (1, n)
+    assert torch.equal(trace.kept_share[0], (sim[0] >= 0.5).float().mean(dim=-1))
+
+
 def test_trace_needs_its_queries():
     with pytest.raises(ValueError, match="query rows"):
         FSATrace()
@@ -190,7 +216,7 @@ def tiny_model(names, one_thread):
 
 
 def set_method(model, method):
-    model.apply_settings({**model.variant_settings(), "base_method": method, "fsa": True})
+    model.settings = replace(model.settings, base_method=method, base_method_cfg=None, fsa=True)
     return model
 
 
@@ -230,9 +256,36 @@ def test_last_block_rows_match_transcription_fp32(tiny_model, method):
         assert_close(getattr(trace, name)[safe], exp[name][safe], 1e-4, name)
 
 
+@pytest.mark.numerics
+@pytest.mark.parametrize("method", ["vanilla", "naclip"])
+def test_last_block_rows_match_transcription_fp64(tiny_model, method):
+    model = set_method(tiny_model, method).double()
+    try:
+        # the model's own 14 x 14 grid: a resized positional embedding is interpolated in fp32 (by design)
+        crops = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        items, tokens = queries(2, 197, count=20, seed=2)
+        trace = FSATrace(items, tokens)
+        model.logits_from_features(model.crop_features(crops), trace=trace)
+        clip = model.backbone.clip
+        block = clip.visual.transformer.resblocks[-1]
+        x, grid = naive_tokens(clip, crops)
+        a0, residual, ffn = NAIVE[method](block, x, grid)
+        v = per_head(projections(block, x)[2], block.attn.num_heads)
+        head = naive_head(clip, block, x, model.text_embeddings, residual, ffn)
+        expected, _ = released_rows(a0, v, head, lamda=model.fsa.params.lamda)
+    finally:
+        model.float()
+    exp = rows_at(expected, items, tokens)
+    for name in ("base", "isolated", "sharpened", "ensembled"):
+        assert getattr(trace, name).dtype == torch.float64
+        assert_close(getattr(trace, name), exp[name], 1e-10, name)
+    assert torch.equal(trace.kept, exp["kept"])
+    assert torch.equal((trace.kept_share.double() * 197).round(), expected["kept"].sum(dim=-1).double())
+
+
 def test_trace_without_fsa_records_the_base_rows(tiny_model):
     model = tiny_model
-    model.apply_settings({**model.variant_settings(), "base_method": "sclip", "fsa": False})
+    model.settings = replace(model.settings, base_method="sclip", base_method_cfg=None, fsa=False)
     crops = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     trace = FSATrace([0, 0], [1, 16])
     model.logits_from_features(model.crop_features(crops), trace=trace)
@@ -345,3 +398,128 @@ def test_fsa_ensemble_setting(names, one_thread):
         assert model.fsa.ensemble is True
         on = model.patch_logits(crops)
     assert model.fsa.ensemble is False and (on - off).abs().max() > 1e-4
+
+
+# --- SAM3 --------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sam3_names(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sam3") / "tiny.txt"
+    path.write_text("background; sky; wall\ncat\ndog\nperson; people\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def sam3_pixels():
+    return torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(1)) * 255
+
+
+def released_log_odds_rows(base, glob, params):
+    """A_fb from the log-odds inputs as the released code builds it (elementwise KL, sort + scatter pruning)."""
+    q = F.softmax(base * params.scale - glob * params.isolation_scale, dim=-1)
+    sim = 1 / (kl_divergence(q) + 1.0)
+    pruned = sparse_attention(sim, p=params.top_p)
+    kept = pruned != float("-inf")
+    weights = pruned * torch.exp(params.lamda * pruned)
+    weights[~kept] = float("-inf")
+    return sim, kept, F.softmax(weights, dim=-1)
+
+
+@pytest.mark.parametrize("placement", ["encoder_output", "last_layer"])
+def test_sam3_explanation_matches_the_model_and_the_transcription(sam3_names, sam3_pixels, placement, one_thread):
+    from dataclasses import replace
+
+    from fsa_seg.internals import SAM3Explanation
+    from fsa_seg.sam3 import decode
+    from fsa_seg.sam3.feedback import log_odds_feedback_attention, log_odds_inputs
+    from test_sam3_model import make_segmentor, reference_outputs, with_presence_thd
+
+    seg = make_segmentor(sam3_names, fsa=True, fsa_placement=placement)
+    norm = seg.normalise(sam3_pixels)
+    present = with_presence_thd(seg, norm)
+    points = [(0, 0), (63, 47), (30, 20)]
+    ex = explain(seg, sam3_pixels, points)
+    assert isinstance(ex, SAM3Explanation) and ex.placement == placement
+    # predictions: the model's own, with and without FSA
+    assert torch.equal(ex.predictions["fsa"], seg.predict([norm])[0].labels)
+    with seg.variant(fsa=False):
+        assert torch.equal(ex.predictions["base"], seg.predict([norm])[0].labels)
+    # presence, present prompts, semantic maps: SAM3's reference forward
+    ref = reference_outputs(seg, norm)
+    assert ex.present.tolist() == present.tolist()
+    torch.testing.assert_close(ex.presence, ref.presence_logits.flatten().sigmoid(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ex.semantic, ref.semantic_seg[:, 0], rtol=1e-4, atol=1e-4)
+    assert len(ex.instances) == seg.num_queries
+    # points on the 8 x 8 encoder grid of the whole image (48 x 64 pixels)
+    assert ex.grid == (8, 8) and ex.query_tokens.tolist() == [0, 63, 3 * 8 + 3]
+    # the feedback rows against the released algorithm on the same inputs
+    vision = decode.encode_vision(seg.sam3, decode.resize_for_sam3(norm[None], seg.image_size))
+    with torch.no_grad():
+        first = seg.first_pass(vision, 0)
+        uniform = seg.uniform_log_odds(vision, 0, first)
+    base, glob = log_odds_inputs(first.token_log_odds, torch.arange(present.numel()), seg.feedback, uniform)
+    sim, kept, a_fb = released_log_odds_rows(base, glob, seg.feedback)
+    sim64, _, _ = released_log_odds_rows(base.double(), glob.double(), seg.feedback)
+    tokens = ex.query_tokens
+    safe = (boundary_margin(sim64, seg.feedback.top_p) > 1e-4)[0, tokens]
+    assert safe.any()
+    assert_close(ex.feedback["isolated"], sim[0, tokens], 1e-5, "isolated")
+    assert torch.equal(ex.feedback["kept"][safe], kept[0, tokens][safe])
+    assert_close(ex.feedback["sharpened"][safe], a_fb[0, tokens][safe], 1e-5, "sharpened")
+    assert ex.kept_share.shape == (64,) and 0 < ex.kept_share.mean() < 1
+    k = present.numel()
+    if placement == "encoder_output":
+        assert torch.equal(ex.feedback["base"], torch.eye(64)[tokens].expand(k, 3, 64))
+        assert torch.equal(ex.feedback["ensembled"], ex.feedback["sharpened"].expand(k, 3, 64))
+        return
+    # the last encoder layer: A0 materialised per present prompt from the stored hidden state, Eq. 8 as written
+    layer = seg.sam3.detr_encoder.layers[-1]
+    expected_base, expected_ens = [], []
+    a_fb_model = log_odds_feedback_attention(first.token_log_odds, torch.arange(k), seg.feedback, uniform).double()
+    for i, prompt in enumerate(present.tolist()):
+        vis, text, mask = seg._prompts(vision, 0, torch.tensor([prompt]))
+        state = replace(decode.encoder_input(seg.sam3, vis, text, mask), hidden=first.hidden[i:i + 1])
+        q, kk, _ = (t.double() for t in decode.layer_qkv(layer, state))
+        a0 = (q @ kk.transpose(-1, -2) * layer.self_attn.scaling).softmax(dim=-1)[0]        # [h, N, N]
+        ens = (a_fb_model[0] @ a0 + a0 @ a_fb_model[0] + a_fb_model[0]) / 3
+        expected_base.append(a0.mean(0)[tokens])
+        expected_ens.append(ens.mean(0)[tokens])
+    assert_close(ex.feedback["base"], torch.stack(expected_base), 1e-6, "base")
+    assert_close(ex.feedback["ensembled"], torch.stack(expected_ens), 1e-6, "ensembled")
+    # teeth: a transposed A0 or A_fb would differ
+    assert (ex.feedback["ensembled"] - ex.feedback["base"]).abs().max() > 1e-3
+
+
+def test_fsa_ensemble_is_a_segmentor_key_and_a_variant(names, one_thread):
+    from fsa_seg.plugin import FSASegmentor
+
+    seg = FSASegmentor(name_path=names, base_method="vanilla", vfm=None, fsa_ensemble=False,
+                       variants=[dict(fsa_ensemble=True)], **TINY_CLIP)
+    assert seg.model.fsa.ensemble is False
+
+
+def test_cached_features_and_image_maps(tiny_model, image):
+    model = set_method(tiny_model, "clearclip")
+    points = [(100, 70), (5, 5)]
+    cache = {}
+    first = explain(model, image, points, cache=cache)
+    assert len(cache) == 3                                               # 6 windows, 2 a batch
+    calls = []
+    original = model.crop_features
+    model.crop_features = lambda crops: calls.append(1) or original(crops)
+    try:
+        again = explain(model, image, points, cache=cache)
+    finally:
+        del model.crop_features
+    assert not calls
+    for name in STRATEGY_NAMES:
+        assert torch.equal(first.predictions[name], again.predictions[name])
+    with model.variant(top_p=0.2):
+        sharper = explain(model, image, points, cache=cache)
+    assert (sharper.crops[0].rows.kept.sum() < first.crops[0].rows.kept.sum())
+    # the image map of point 1 (5, 5): only the windows holding it, NaN elsewhere; each value a row entry
+    full = first.image_map(1, "sharpened")
+    assert full.shape == (80, 112) and torch.isnan(full[70, 100]) and not torch.isnan(full[5, 5])
+    crop, row = first.rows_of(1)[0]
+    assert crop.box == (0, 64, 0, 64)
+    # pixel (x=20, y=40) of window (0, 64, 0, 64): patch row 2, column 1 of the 4 x 4 grid
+    assert torch.isclose(full[40, 20], crop.rows.sharpened[row, 2 * 4 + 1])
