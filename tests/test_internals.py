@@ -415,7 +415,7 @@ def sam3_pixels():
 
 def released_log_odds_rows(base, glob, params):
     """A_fb from the log-odds inputs as the released code builds it (elementwise KL, sort + scatter pruning)."""
-    q = F.softmax(base * params.scale - glob * params.isolation_scale, dim=-1)
+    q = F.softmax(base * params.feedback_scale - glob * params.isolation_scale, dim=-1)
     sim = 1 / (kl_divergence(q) + 1.0)
     pruned = sparse_attention(sim, p=params.top_p)
     kept = pruned != float("-inf")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "configs" / "fsa_proxy_sam_voc21.py")
 
 # Every CLIP variant key appears in at least one variant of the two cases below.
-PROXY_VARIANTS = [{}, {"top_p": 0.3, "lamda": 2.0}, {"top_p": 1.0}, {"fsa": False, "prob_thd": 0.5},
+PROXY_VARIANTS = [{}, {"top_p": 0.3, "lamda": 2.0}, {"top_p": 1.0, "fsa_ensemble": False}, {"fsa": False, "prob_thd": 0.5},
                   {"beta": 1.0, "gamma": 4.0, "feedback_scale": 10.0, "isolation_scale": 30.0},
                   {"pamr": True, "pamr_steps": 2, "pamr_dilations": (1, 2), "logit_scale": 60.0}]
 NATIVE_VARIANTS = [{}, {"fsa": True, "top_p": 0.6}, {"base_method": "naclip", "base_method_cfg": {"gaussian_std": 2.0}},

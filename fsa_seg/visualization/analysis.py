@@ -143,9 +143,9 @@ def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, An
     paths and the tables. ``kept_share``: also the kept-share distribution per method of ``methods`` (a CLIP
     model built from the config as the evaluation builds it, over the evaluated images)."""
     from fsa_seg.apis.config import load_config
-    from fsa_seg.apis.evaluate import read_results
+    from fsa_seg.apis.results import read_results
     from fsa_seg.apis.inference import read_image
-    from fsa_seg.apis.one_pass import evaluate_variants
+    from fsa_seg.apis.evaluate import evaluate_variants
     from fsa_seg.plugin.resume import load_records, record_dir_for
 
     from .show_dir import GROUND_TRUTH, show_dir_options, variant_names
