@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .clip_backbone import CLIPBackbone, create_clip
-from .fsa import FeedbackSelfAdaptiveAttention, LogitHead, attend, merge_heads
+from .fsa import FeedbackSelfAdaptiveAttention, FSATrace, LogitHead, attend, merge_heads
 from .last_block import LAST_BLOCKS, LastBlockAttention, build_last_block
 from .open_vocab import CLIP_MEAN, CLIP_STD, OpenVocabModel, VariantError
 from .pamr import PAMR
@@ -78,6 +78,7 @@ class CLIPSegModel(OpenVocabModel):
         fsa, top_p, lamda: FSA on/off, pruning mass and sharpening (paper Sec. 3).
         base_scale, uniform_scale: FSA's logit scales of the base and the uniform-attention outputs in its
             attention isolation (paper Eq. 3-4; released 20 and 35).
+        fsa_ensemble: FSA's adaptation ensemble (paper Eq. 8) on (default) or off (``A_fb V``, an ablation).
         random_weights: random CLIP/VFM weights, for pipeline checks only.
         templates: prompt templates, ``openai_imagenet`` (80, as in the papers) or ``single``.
         cache_text: keep text embeddings of real weights under ``$FSA_SEG_CACHE`` (~/.cache/fsa_seg).
@@ -94,7 +95,7 @@ class CLIPSegModel(OpenVocabModel):
     #: the settings of the last block, FSA and the post-processing (see the module docstring)
     VARIANT_KEYS = OpenVocabModel.VARIANT_KEYS | frozenset({
         "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
-        "uniform_scale", "pamr", "pamr_steps", "pamr_dilations"})
+        "uniform_scale", "pamr", "pamr_steps", "pamr_dilations", "fsa_ensemble"})
     VARIANT_ATTRIBUTES = OpenVocabModel.VARIANT_ATTRIBUTES + ("method", "base_method", "fsa", "pamr")
     # PAMR refines the scores at the original size (refine_scores), after the crop scores
     POST_SCORE_KEYS = OpenVocabModel.POST_SCORE_KEYS | frozenset({"pamr", "pamr_steps", "pamr_dilations"})
@@ -107,13 +108,15 @@ class CLIPSegModel(OpenVocabModel):
                  base_method_cfg: Optional[dict] = None, random_weights: bool = False,
                  templates: str = "openai_imagenet", cache_text: bool = True,
                  text_embeddings: Optional[Tensor] = None, pamr: bool = False, pamr_steps: int = 10,
-                 pamr_dilations: Sequence[int] = (8, 16), patch_fit: str = "pad", **kwargs) -> None:
+                 pamr_dilations: Sequence[int] = (8, 16), patch_fit: str = "pad", fsa_ensemble: bool = True,
+                 **kwargs) -> None:
         super().__init__(name_path=name_path, **kwargs)
         if patch_fit not in ("pad", "floor"):
             raise ValueError(f"patch_fit must be 'pad' or 'floor', got '{patch_fit}'")
         self.patch_fit = patch_fit
         self._set_head_settings(base_method, base_method_cfg, beta, gamma, fsa, top_p, lamda, base_scale,
                                 uniform_scale, pamr, pamr_steps, pamr_dilations)
+        self._set_fsa_ensemble(fsa_ensemble)
         if self.method.needs_proxy and not vfm:
             raise ValueError(f"base_method '{base_method}' needs a proxy model: set model.vfm to one of "
                              f"sam, dino, dinov2, mae")
@@ -160,11 +163,18 @@ class CLIPSegModel(OpenVocabModel):
                           "base_scale": base_scale, "uniform_scale": uniform_scale, "pamr": pamr,
                           "pamr_steps": pamr_steps, "pamr_dilations": pamr_dilations}
 
+    def _set_fsa_ensemble(self, fsa_ensemble: bool) -> None:
+        """FSA's adaptation ensemble on or off (set after :meth:`_set_head_settings` built ``self.fsa``)."""
+        if self.fsa is not None:
+            self.fsa.ensemble = bool(fsa_ensemble)
+        self._settings = {**self._settings, "fsa_ensemble": bool(fsa_ensemble)}
+
     def apply_settings(self, settings: Mapping[str, Any]) -> None:
         super().apply_settings(settings)
         self._set_head_settings(*(settings[k] for k in (
             "base_method", "base_method_cfg", "beta", "gamma", "fsa", "top_p", "lamda", "base_scale",
             "uniform_scale", "pamr", "pamr_steps", "pamr_dilations")))
+        self._set_fsa_ensemble(settings["fsa_ensemble"])
 
     @classmethod
     def check_variant(cls, settings: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
@@ -266,10 +276,16 @@ class CLIPSegModel(OpenVocabModel):
 
         return out, head
 
-    def logits_from_features(self, features: CropFeatures) -> Tensor:
-        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block."""
+    def logits_from_features(self, features: CropFeatures, trace: Optional[FSATrace] = None) -> Tensor:
+        """Unscaled query logits ``[n, Q, h, w]`` on the output grid of the last block; ``trace`` (optional)
+        records the query rows of the base attention and of FSA's maps (:class:`~fsa_seg.fsa.FSATrace`)."""
         out, head = self.last_block(features)
-        attended = self.fsa(out.a0, out.v, head) if self.fsa is not None else attend(out.a0, out.v)
+        if trace is not None:
+            trace.on_grid(out.grid, out.patch_tokens)
+            if self.fsa is None:
+                trace.record_base(out.a0)
+        attended = (self.fsa(out.a0, out.v, head, trace=trace) if self.fsa is not None
+                    else attend(out.a0, out.v))
         logits = head(merge_heads(attended))[:, out.patch_tokens]
         h, w = out.grid
         return logits.transpose(1, 2).reshape(logits.shape[0], -1, h, w)
@@ -278,10 +294,10 @@ class CLIPSegModel(OpenVocabModel):
         """Unscaled query logits ``[n, Q, h, w]`` of normalised crops on the last block's output grid."""
         return self.logits_from_features(self.crop_features(crops))
 
-    def scores_from_features(self, features: CropFeatures, crops: Tensor) -> Tensor:
+    def scores_from_features(self, features: CropFeatures, crops: Tensor, trace: Optional[FSATrace] = None) -> Tensor:
         """The query logits of :meth:`logits_from_features` resized to the crops (``crop_scores`` is this of
-        :meth:`crop_features`)."""
-        return F.interpolate(self.logits_from_features(features), size=crops.shape[-2:], mode="bilinear")
+        :meth:`crop_features`); ``trace`` as there."""
+        return F.interpolate(self.logits_from_features(features, trace), size=crops.shape[-2:], mode="bilinear")
 
     def refine_scores(self, scores: Tensor, image: Tensor) -> Tensor:
         """With ``pamr``, as SCLIP/NACLIP do: the query scores at the original size are refined by PAMR,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -58,6 +58,117 @@ class FSAParams:
             raise ValueError(f"FSA top_p must be in (0, 1], got {self.top_p}")
         if self.chunk_elems < 1:
             raise ValueError(f"FSA chunk_elems must be positive, got {self.chunk_elems}")
+
+
+class FSATrace:
+    """Recorder of FSA's rows for chosen query tokens: pass one as ``trace=`` to :func:`feedback_attention`,
+    :meth:`FeedbackSelfAdaptiveAttention.forward` (or ``CLIPSegModel.logits_from_features``) and it keeps, for
+    each query ``(items[k], tokens[k])`` (batch item, token index), the rows the forward computes:
+
+    * ``base`` ``[Q, N]``: the base attention ``A0`` (mean over the heads when per head);
+    * ``isolated`` ``[Q, N]``: the affinity ``s_ij = 1 / (1 + KL(q_i || q_j))`` of the isolated class
+      distributions, before pruning;
+    * ``kept`` ``[Q, N]`` (bool): the entries top-p pruning keeps;
+    * ``sharpened`` ``[Q, N]``: ``A_fb``, after pruning, sharpening and the softmax;
+    * ``ensembled`` ``[Q, N]``: ``(A_fb A0 + A0 A_fb + A_fb) / 3`` (mean over the heads when ``A0`` is per head),
+      or ``A_fb`` where the ensemble is off;
+    * ``kept_share`` ``[B, N]``: for every row (not only the queries) the share of its entries pruning keeps.
+
+    Rows only: nothing of size ``N x N`` beyond what the forward holds. ``locate`` (optional) is called by a
+    last-block path as ``locate(grid, patch_tokens) -> (items, tokens)`` when the token grid is known (the queries
+    are then given as image positions). Without a trace nothing of this runs and the numbers are the same.
+    """
+
+    def __init__(self, items: Optional[Tensor] = None, tokens: Optional[Tensor] = None,
+                 locate: Optional[Callable[[Tuple[int, int], slice], Tuple[Tensor, Tensor]]] = None) -> None:
+        if (items is None) != (tokens is None) or (items is None and locate is None):
+            raise ValueError("FSATrace needs the query rows: items and tokens, or locate")
+        self.items = None if items is None else torch.as_tensor(items, dtype=torch.long).flatten()
+        self.tokens = None if tokens is None else torch.as_tensor(tokens, dtype=torch.long).flatten()
+        if self.items is not None and self.items.shape != self.tokens.shape:
+            raise ValueError(f"FSATrace: {self.items.numel()} items for {self.tokens.numel()} tokens")
+        self.locate = locate
+        self.grid: Optional[Tuple[int, int]] = None
+        self.patch_tokens: Optional[slice] = None
+        self.base: Optional[Tensor] = None
+        self.isolated: Optional[Tensor] = None
+        self.kept: Optional[Tensor] = None
+        self.sharpened: Optional[Tensor] = None
+        self.ensembled: Optional[Tensor] = None
+        self.kept_share: Optional[Tensor] = None
+
+    # -- called by the forward ------------------------------------------------------------------------------
+    def on_grid(self, grid: Tuple[int, int], patch_tokens: slice) -> None:
+        """The last block's output grid and where its patch tokens sit; resolves the queries with ``locate``."""
+        self.grid, self.patch_tokens = tuple(grid), patch_tokens
+        if self.locate is not None:
+            items, tokens = self.locate(self.grid, patch_tokens)
+            self.items = torch.as_tensor(items, dtype=torch.long).flatten()
+            self.tokens = torch.as_tensor(tokens, dtype=torch.long).flatten()
+
+    def _index(self, device: torch.device) -> Tuple[Tensor, Tensor]:
+        if self.items is None:
+            raise ValueError("FSATrace: the query rows are not known yet (locate runs in on_grid)")
+        return self.items.to(device), self.tokens.to(device)
+
+    def record_base(self, a0: Tensor) -> None:
+        """Rows of ``A0`` ``[B, N, N]`` or ``[B, h, N, N]`` (then their mean over the heads), in fp32 or wider."""
+        items, tokens = self._index(a0.device)
+        rows = a0[items, tokens] if a0.dim() == 3 else a0[items, :, tokens].mean(dim=1)
+        self.base = rows.to(torch.promote_types(rows.dtype, torch.float32))
+
+    def _prepare(self, batch: int, n_tokens: int, like: Tensor) -> None:
+        if self.kept_share is None:
+            q = self.items.numel()
+            self.kept_share = torch.ones(batch, n_tokens, dtype=torch.float32, device=like.device)
+            self.isolated = like.new_zeros(q, n_tokens)
+            self.sharpened = like.new_zeros(q, n_tokens)
+            self.kept = torch.ones(q, n_tokens, dtype=torch.bool, device=like.device)
+
+    def _in_chunk(self, rows: slice, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+        items, tokens = self._index(device)
+        inside = (tokens >= rows.start) & (tokens < rows.stop)
+        return inside, items[inside], tokens[inside] - rows.start
+
+    def record_affinity(self, rows: slice, n_tokens: int, sim: Tensor, pruned: Optional[Tensor]) -> None:
+        """Rows ``rows`` of every item, before sharpening: the affinity ``sim`` ``[B, rows, N]`` and the pruned
+        entries (None: none pruned); the kept share of every one of these rows."""
+        self._prepare(sim.shape[0], n_tokens, sim)
+        inside, items, local = self._in_chunk(rows, sim.device)
+        self.isolated[inside] = sim[items, local]
+        if pruned is not None:
+            self.kept[inside] = ~pruned[items, local]
+            self.kept_share[:, rows] = (~pruned).sum(dim=-1).float() / n_tokens
+
+    def record_feedback(self, rows: slice, a_fb: Tensor) -> None:
+        """Rows ``rows`` of every item of ``A_fb`` ``[B, rows, N]``."""
+        inside, items, local = self._in_chunk(rows, a_fb.device)
+        self.sharpened[inside] = a_fb[items, local].to(self.sharpened.dtype)
+
+    def record_ensemble(self, a_fb: Tensor, a0: Tensor) -> None:
+        """Rows of ``(A_fb A0 + A0 A_fb + A_fb) / 3`` from the whole ``A_fb`` ``[B, N, N]`` and ``A0`` of the
+        forward (mean over the heads when ``A0`` is per head: the ensemble is linear in ``A0``); products of the
+        query rows with the held maps, item by item (no copy of a map)."""
+        items, tokens = self._index(a_fb.device)
+        dtype = torch.promote_types(a_fb.dtype, torch.float32)
+        out = torch.zeros(items.numel(), a_fb.shape[-1], dtype=dtype, device=a_fb.device)
+        for item in items.unique().tolist():
+            sel = torch.nonzero(items == item).flatten()
+            fb_rows = a_fb[item, tokens[sel]].to(dtype)                        # [q, N]
+            a0_item = a0[item].to(dtype)
+            if a0.dim() == 3:
+                fb_a0 = fb_rows @ a0_item                                        # rows of A_fb A0
+                a0_rows = a0_item[tokens[sel]]
+            else:
+                fb_a0 = (fb_rows @ a0_item).mean(dim=0)                          # [h, q, N] -> [q, N]
+                a0_rows = a0_item[:, tokens[sel]].mean(dim=0)
+            out[sel] = (fb_a0 + a0_rows @ a_fb[item].to(dtype) + fb_rows) / 3.0  # + rows of A0 A_fb + A_fb
+        self.ensembled = out
+
+    def record_output(self, a_fb: Tensor) -> None:
+        """Without the ensemble the attention applied to ``V`` is ``A_fb`` itself."""
+        items, tokens = self._index(a_fb.device)
+        self.ensembled = a_fb[items, tokens].to(torch.promote_types(a_fb.dtype, torch.float32))
 
 
 def isolated_class_distribution(base_logits: Tensor, uniform_logits: Tensor,
@@ -110,8 +221,9 @@ def _sort_descending(x: Tensor) -> Tensor:
 
 
 def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, params: FSAParams,
-                   dtype: torch.dtype) -> Tensor:
-    """Rows ``rows`` of the feedback attention A_fb (in ``dtype``), from the class distributions ``q``."""
+                   dtype: torch.dtype, trace: Optional[FSATrace] = None) -> Tensor:
+    """Rows ``rows`` of the feedback attention A_fb (in ``dtype``), from the class distributions ``q``;
+    ``trace`` (optional) records the query rows among them."""
     # KL(q_i || q_j) (paper Eq. 5) = entropy_i - q_i . log q_j, in place in the product's buffer.
     kl = torch.bmm(q[:, rows], log_q_t).neg_().add_(entropy[:, rows, None])
     sim = kl.clamp_(min=0.0).add_(1.0).reciprocal_().to(dtype)           # s_ij = 1 / (1 + KL)
@@ -119,8 +231,13 @@ def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, par
     # Confidence-based pruning (paper Eq. 6): the softmax is order-invariant, so the kept set is every
     # entry >= the k-th largest, where k counts sorted entries with cumulative mass <= top_p (k >= 1).
     if params.top_p >= 1.0:  # no pruning: every entry is kept (a sum of rounded masses could exceed 1)
+        if trace is not None:
+            trace.record_affinity(rows, q.shape[1], sim, None)
         gain = torch.mul(sim, params.lamda).exp_()
-        return sim.mul_(gain).softmax(dim=-1)
+        a_fb = sim.mul_(gain).softmax(dim=-1)
+        if trace is not None:
+            trace.record_feedback(rows, a_fb)
+        return a_fb
     sorted_sim = _sort_descending(sim)
     cum_mass = sorted_sim.softmax(dim=-1).cumsum_(dim=-1)
     if cum_mass.device.type == "cpu":
@@ -135,16 +252,22 @@ def _adaptive_rows(q: Tensor, log_q_t: Tensor, entropy: Tensor, rows: slice, par
     threshold = sorted_sim.gather(-1, keep_count - 1)
     del sorted_sim
     pruned = sim < threshold
+    if trace is not None:
+        trace.record_affinity(rows, q.shape[1], sim, pruned)
     # Sharpening (paper Eq. 7) on kept entries, then normalisation.
     gain = torch.mul(sim, params.lamda).exp_()
     weights = sim.mul_(gain).masked_fill_(pruned, float("-inf"))
     del gain, pruned
-    return weights.softmax(dim=-1)
+    a_fb = weights.softmax(dim=-1)
+    if trace is not None:
+        trace.record_feedback(rows, a_fb)
+    return a_fb
 
 
 def feedback_attention(base_logits: Tensor, uniform_logits: Tensor, params: FSAParams = FSAParams(),
-                       out_dtype: Optional[torch.dtype] = None) -> Tensor:
-    """The feedback attention ``A_fb`` ``[B, N, N]`` from the model's own class logits (paper Eq. 3-7)."""
+                       out_dtype: Optional[torch.dtype] = None, trace: Optional[FSATrace] = None) -> Tensor:
+    """The feedback attention ``A_fb`` ``[B, N, N]`` from the model's own class logits (paper Eq. 3-7);
+    ``trace`` (optional, :class:`FSATrace`) records the query rows and every row's kept share."""
     q = isolated_class_distribution(base_logits, uniform_logits, params.base_scale, params.uniform_scale)
     prob_dtype = q.dtype
     q = q.to(_kl_dtype(q.device))
@@ -154,12 +277,12 @@ def feedback_attention(base_logits: Tensor, uniform_logits: Tensor, params: FSAP
     batch, n_tokens, _ = q.shape
     rows_per_chunk = max(1, params.chunk_elems // max(1, batch * n_tokens))
     if rows_per_chunk >= n_tokens:  # one chunk: no preallocated copy
-        a_fb = _adaptive_rows(q, log_q_t, entropy, slice(0, n_tokens), params, prob_dtype)
+        a_fb = _adaptive_rows(q, log_q_t, entropy, slice(0, n_tokens), params, prob_dtype, trace)
         return a_fb.to(out_dtype or prob_dtype)
     out = torch.empty(batch, n_tokens, n_tokens, dtype=out_dtype or prob_dtype, device=q.device)
     for start in range(0, n_tokens, rows_per_chunk):
         rows = slice(start, min(start + rows_per_chunk, n_tokens))
-        out[:, rows] = _adaptive_rows(q, log_q_t, entropy, rows, params, prob_dtype)
+        out[:, rows] = _adaptive_rows(q, log_q_t, entropy, rows, params, prob_dtype, trace)
     return out
 
 
@@ -225,28 +348,43 @@ class FeedbackSelfAdaptiveAttention(torch.nn.Module):
     identity) or ``[B, h, N, N]``; ``v`` is ``[B, h, N, d]``; ``head`` maps heads-merged attended values
     ``[B, N, h * d]`` to unscaled class logits ``[B, N, C]``. Returns attended values ``[B, h, N, d]``
     (the caller applies its output projection, as it would to ``A0 V``).
+
+    ``ensemble=False`` drops the adaptation ensemble (Eq. 8): the output is ``A_fb V`` (an ablation; with
+    ``top_p=1`` and / or ``uniform_scale=0`` it gives the paper's single strategies). ``forward(..., trace=)``
+    records rows (:class:`FSATrace`).
     """
 
     def __init__(self, top_p: float = 0.45, lamda: float = 3.0, base_scale: float = 20.0,
-                 uniform_scale: float = 35.0, eps: float = 1e-10, chunk_elems: int = 1 << 20) -> None:
+                 uniform_scale: float = 35.0, eps: float = 1e-10, chunk_elems: int = 1 << 20,
+                 ensemble: bool = True) -> None:
         super().__init__()
         self.params = FSAParams(top_p, lamda, base_scale, uniform_scale, eps, chunk_elems)
+        self.ensemble = bool(ensemble)
 
     def extra_repr(self) -> str:
         p = self.params
-        return f"top_p={p.top_p}, lamda={p.lamda}, base_scale={p.base_scale}, uniform_scale={p.uniform_scale}"
+        return (f"top_p={p.top_p}, lamda={p.lamda}, base_scale={p.base_scale}, uniform_scale={p.uniform_scale}"
+                + ("" if self.ensemble else ", ensemble=False"))
 
-    def feedback(self, a0_v: Tensor, v: Tensor, head: LogitHead, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    def feedback(self, a0_v: Tensor, v: Tensor, head: LogitHead, out_dtype: Optional[torch.dtype] = None,
+                 trace: Optional[FSATrace] = None) -> Tensor:
         """The feedback attention ``A_fb`` ``[B, N, N]`` from the base output ``A0 V`` (``[B, h, N, d]``) and the
         values (paper Eq. 3-7); in the probabilities' dtype (fp32 or wider) unless ``out_dtype`` is given."""
         base_logits = head(merge_heads(a0_v))
         uniform_logits = head(merge_heads(uniform_attend(v)))
-        return feedback_attention(base_logits, uniform_logits, self.params, out_dtype=out_dtype)
+        return feedback_attention(base_logits, uniform_logits, self.params, out_dtype=out_dtype, trace=trace)
 
-    def forward(self, a0: Tensor, v: Tensor, head: LogitHead, a0_v: Optional[Tensor] = None) -> Tensor:
+    def forward(self, a0: Tensor, v: Tensor, head: LogitHead, a0_v: Optional[Tensor] = None,
+                trace: Optional[FSATrace] = None) -> Tensor:
         if a0_v is None:
             a0_v = attend(a0, v)
-        a_fb = self.feedback(a0_v, v, head, out_dtype=v.dtype)
+        if trace is not None:
+            trace.record_base(a0)
+        a_fb = self.feedback(a0_v, v, head, out_dtype=v.dtype, trace=trace)
+        if trace is not None:
+            trace.record_ensemble(a_fb, a0) if self.ensemble else trace.record_output(a_fb)
+        if not self.ensemble:
+            return attend(a_fb, v)
         return ensemble_attend(a_fb, a0, v, a0_v=a0_v)
 
 

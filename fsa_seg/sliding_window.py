@@ -63,8 +63,9 @@ def slide_inference(images: Sequence[Tensor], score_fn: Callable[[Tensor], Tenso
 def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor], Any],
                            score_fns: Sequence[Callable[[Any], Tensor]], num_outputs: int,
                            crop: Tuple[int, int], stride: Tuple[int, int], pad_multiple: int = 1,
-                           crop_batch_size: int = 8, progress: Optional[Callable[[int, int], None]] = None
-                           ) -> List[List[Tensor]]:
+                           crop_batch_size: int = 8, progress: Optional[Callable[[int, int], None]] = None,
+                           on_chunk: Optional[Callable[[Sequence[Tuple[int, Window, Tuple[int, int, int, int]]]],
+                                                       None]] = None) -> List[List[Tensor]]:
     """:func:`slide_inference` for several scorings that share a first stage: per image, one score map
     ``[num_outputs, H, W]`` per function of ``score_fns``.
 
@@ -73,7 +74,9 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
     one runs (so only one batch of score maps is alive at a time, plus ``len(score_fns)`` sums per image).
     Windows, batches and sums are those of :func:`slide_inference`: ``score_fns[k]`` gives exactly the scores
     that ``slide_inference`` with ``score_fns[k](shared_fn(.))`` gives. ``progress(done, total)`` (optional) is
-    called before the first batch (``done=0``) and after each batch with the windows done so far.
+    called before the first batch (``done=0``) and after each batch with the windows done so far. ``on_chunk``
+    (optional) is told each batch's windows, ``(image index, (y1, y2, x1, x2), (left, right, top, bottom)
+    padding)`` in batch order, before ``shared_fn`` runs on them.
     """
     jobs = []  # (image index, window, padding), grouped by padded window shape
     for idx, img in enumerate(images):
@@ -93,6 +96,8 @@ def slide_inference_shared(images: Sequence[Tensor], shared_fn: Callable[[Tensor
     for group in by_shape.values():
         for chunk in _chunks(group, crop_batch_size):
             crops = torch.stack([F.pad(images[i][:, y1:y2, x1:x2], pad) for i, (y1, y2, x1, x2), pad in chunk])
+            if on_chunk is not None:
+                on_chunk(chunk)
             shared = shared_fn(crops)
             for k, score_fn in enumerate(score_fns):
                 scores = score_fn(shared).float()
