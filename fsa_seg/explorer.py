@@ -54,6 +54,7 @@ class ImageFeatures:
     image: Tensor
     size: Tuple[int, int]
     batches: List[Tuple[Any, Tensor]] = field(default_factory=list)
+    windows: List[list] = field(default_factory=list)  # per batch: (index, (y1, y2, x1, x2), padding) per crop
 
 
 @dataclass
@@ -169,19 +170,48 @@ class Explorer:
             return out
 
         with torch.no_grad():
-            self._slide(kept.image, shared, [])
+            self._slide(kept.image, shared, [], on_chunk=lambda chunk: kept.windows.append(list(chunk)))
         while len(self._images) >= self.keep_images:
             self._images.pop(next(iter(self._images)))
         self._images[key] = kept
         return kept, True
 
-    def _slide(self, image: Tensor, shared, score_fns) -> List[Tensor]:
+    def _slide(self, image: Tensor, shared, score_fns, on_chunk=None) -> List[Tensor]:
         model = self.model
         out = []
         for group, crop, stride in model._window_groups([image]):
             out += slide_inference_shared(group, shared, score_fns, model.num_queries, crop, stride,
-                                          pad_multiple=model.pad_multiple, crop_batch_size=model.crop_batch_size)
+                                          pad_multiple=model.pad_multiple, crop_batch_size=model.crop_batch_size,
+                                          on_chunk=on_chunk)
         return out[0]
+
+    def attention_rows(self, kept: ImageFeatures, settings: Settings, point: Tuple[int, int]):
+        """FSA's rows (:class:`fsa_seg.internals.CropRows`) of the model-input pixel ``point`` ``(x, y)`` in the
+        first window holding it, from the kept features (the last block + FSA of that crop batch only). FSA's
+        maps exist only with FSA on: the rows are those of ``settings`` with FSA on."""
+        from .fsa import FSATrace
+        from .internals import CropRows, _rows_of_trace, token_of
+
+        px, py = point
+        found = [(b, i) for b, chunk in enumerate(kept.windows) for i, (_, win, _) in enumerate(chunk)
+                 if win[0] <= py < win[1] and win[2] <= px < win[3]]
+        if not found:
+            raise ValueError(f"pixel ({px}, {py}) is in no window of the {kept.image.shape[-1]}x"
+                             f"{kept.image.shape[-2]} model input")
+        b, i = found[0]
+        features, crops = kept.batches[b]
+        _, win, pad = kept.windows[b][i]
+
+        def locate(grid, patch_tokens):
+            token = (patch_tokens.start or 0) + token_of(point, win, pad, tuple(crops.shape[-2:]), grid)
+            return torch.tensor([i]), torch.tensor([token])
+
+        trace = FSATrace(locate=locate)
+        state = self.state(Settings(settings.method, True, settings.top_p, settings.lamda))
+        with torch.no_grad(), self.model.use_variant(state):
+            self.model.scores_from_features(features, crops, trace=trace)
+        return CropRows(box=tuple(win), padding=tuple(pad), points=[0],
+                        rows=_rows_of_trace(trace, torch.tensor([0]), i))
 
     def query_scores(self, kept: ImageFeatures, settings: Settings) -> Tensor:
         """Query scores ``[Q, h, w]`` of the resized image under ``settings``, from the kept crop features
@@ -248,15 +278,20 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_banner(image, text: str = RANDOM_WEIGHTS_BANNER):
-    """A red strip with ``text`` across the top of a PIL image (a new image)."""
+def draw_banner(image, text: str = RANDOM_WEIGHTS_BANNER, extend: bool = False):
+    """A red strip with ``text`` across the top of a PIL image (a new image): over the image, or above it
+    (``extend``; the image moves down)."""
     from PIL import Image, ImageDraw
 
-    out = image.convert("RGB").copy()
-    size = max(10, min(out.size) // 24)
+    size = max(10, min(image.size) // 24) if not extend else 13
+    height = size + size // 2 + 4
+    if extend:
+        out = Image.new("RGB", (image.size[0], image.size[1] + height + 1), (255, 255, 255))
+        out.paste(image.convert("RGB"), (0, height + 1))
+    else:
+        out = image.convert("RGB").copy()
     font = _font(size)
     draw = ImageDraw.Draw(out)
-    height = size + size // 2 + 4
     draw.rectangle([0, 0, out.size[0], height], fill=(200, 0, 0))
     draw.text((4, 2 + size // 4), text, fill=(255, 255, 255), font=font)
     return out
@@ -269,7 +304,13 @@ def overlay(result: Result, opacity: float = 0.5, point: Optional[Tuple[int, int
     from PIL import Image, ImageDraw
 
     colors = palette(len(result.classes))
-    blend = (result.rgb * (1 - opacity) + colors[result.labels] * opacity).round().astype(np.uint8)
+    # the colour's weight follows the pixel's top class probability (from 1/K to 1), so a settings change that
+    # moves the probabilities shows even where no label changes
+    k = len(result.classes)
+    top = result.probabilities.float().max(dim=0).values.numpy()
+    confidence = np.clip((top - 1.0 / k) / max(1e-6, 1.0 - 1.0 / k), 0.0, 1.0) if k > 1 else np.ones_like(top)
+    alpha = (opacity * (0.4 + 0.6 * confidence))[:, :, None]
+    blend = (result.rgb * (1 - alpha) + colors[result.labels] * alpha).round().astype(np.uint8)
     img = Image.fromarray(blend)
     draw = ImageDraw.Draw(img)
     h, w = result.labels.shape
@@ -303,7 +344,7 @@ def probability_bars(rows: Sequence[Tuple[str, float]], width: int = 320, banner
 
     size = 14
     line = size + 8
-    top0 = (size + size // 2 + 6) if banner else 0
+    top0 = 0
     img = Image.new("RGB", (width, top0 + 8 + line * max(1, len(rows))), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     font = _font(size)
@@ -315,7 +356,7 @@ def probability_bars(rows: Sequence[Tuple[str, float]], width: int = 320, banner
         draw.text((4, top), name[:16], fill=(0, 0, 0), font=font)
         draw.text((124 + bar, top), f"{p:.2f}", fill=(0, 0, 0), font=font)
     if banner:
-        img = draw_banner(img)
+        img = draw_banner(img, extend=True)
     return np.asarray(img)
 
 
@@ -400,6 +441,7 @@ class ExplorerApp:
         self.samples = dict(samples or {})
         self.rgb: Optional[np.ndarray] = None
         self.result: Optional[Result] = None
+        self.point: Optional[Tuple[int, int]] = None
 
     @property
     def banner(self) -> bool:
@@ -420,17 +462,21 @@ class ExplorerApp:
         return read_image(self.samples[name])
 
     def update(self, rgb: Optional[np.ndarray], classes: str, method: str, fsa: bool, top_p: float,
-               lamda: float) -> Tuple[Optional[np.ndarray], str]:
-        """Segment ``rgb`` (RGB uint8, or None: the current image) with these controls: the overlay and the status."""
+               lamda: float):
+        """Segment ``rgb`` (RGB uint8, or None: the current image) with these controls. Returns the overlay, the
+        clicked pixel's maps and probabilities (refreshed for the new settings; None before a click or for a new
+        image) and the one-line status."""
         if self.explorer is None:
-            return None, f"error: {self.error}"
+            return None, None, None, f"error: {self.error}"
         if rgb is not None:
             rgb = np.asarray(rgb)
             if rgb.ndim == 2:
                 rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-            self.rgb = np.ascontiguousarray(rgb[:, :, :3]).astype(np.uint8)
+            rgb = np.ascontiguousarray(rgb[:, :, :3]).astype(np.uint8)
+            if self.rgb is None or rgb.shape != self.rgb.shape or not np.array_equal(rgb, self.rgb):
+                self.rgb, self.point = rgb, None
         if self.rgb is None:
-            return None, "pick a sample photo or upload an image"
+            return None, None, None, "pick a sample photo or upload an image"
         try:
             self.explorer.set_classes(classes)
             settings = Settings(str(method), bool(fsa), float(top_p), float(lamda))
@@ -439,16 +485,19 @@ class ExplorerApp:
             message = one_line(err)
             if message.startswith(("the class list", "class ")):
                 message = f"classes: {message}"
-            return None, f"error: {message}"
+            return None, None, None, f"error: {message}"
         r = self.result
         h, w = r.labels.shape
-        how = "backbone + last block" if r.backbone_run else "kept features, last block + FSA only"
-        return (overlay(r, banner=self.banner),
-                f"segmented {w}x{h} in {r.seconds * 1000:.0f} ms ({how}); click a pixel to see its maps")
+        how = "backbone + last block" if r.backbone_run else "kept features: last block + FSA only"
+        status = f"segmented {w}x{h} in {r.seconds * 1000:.0f} ms ({how})"
+        if self.point is None:
+            return overlay(r, banner=self.banner), None, None, status + "; click a pixel to see its maps"
+        seg, maps, bars, pixel = self.click(*self.point)
+        return seg, maps, bars, (pixel if pixel.startswith("error") else f"{status}; {pixel}")
 
     def click(self, x: int, y: int) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray], str]:
         """The clicked pixel ``(x, y)`` of the current result: the overlay with a cross there, its attention maps
-        (or None where they cannot be drawn), its class probabilities, and the status."""
+        (None where they cannot be drawn), its class probabilities, and the status."""
         if self.explorer is None:
             return None, None, None, f"error: {self.error}"
         if self.result is None:
@@ -456,51 +505,45 @@ class ExplorerApp:
         try:
             x, y = int(x), int(y)
             probs = pixel_probabilities(self.result, x, y)
-            maps, note = self.pixel_maps(x, y)
+            maps, note = attention_panel(self.explorer, self.result, (x, y), banner=self.banner)
         except Exception as err:  # noqa: BLE001 - one line in the page
             return None, None, None, f"error: {one_line(err)}"
+        self.point = (x, y)
         top = ", ".join(f"{name} {p:.2f}" for name, p in probs[:3])
         status = f"pixel (x={x}, y={y}): {top}" + (f"; {note}" if note else "")
         return (overlay(self.result, point=(x, y), banner=self.banner), maps,
                 probability_bars(probs, banner=self.banner), status)
 
-    def pixel_maps(self, x: int, y: int) -> Tuple[Optional[np.ndarray], str]:
-        """The attention maps of pixel ``(x, y)`` (an image) and a note; see :func:`attention_panel`."""
-        return attention_panel(self.explorer, self.result, (x, y), banner=self.banner)
-
 
 def attention_panel(explorer: Explorer, result: Result, point: Tuple[int, int], banner: bool = False
                     ) -> Tuple[Optional[np.ndarray], str]:
-    """FSA's attention rows of the pixel ``point`` of ``result`` drawn over its window: A0, the isolated
-    affinity, the kept set, the sharpened A_fb and the ensembled attention (``fsa_seg.internals.explain``),
-    each on the window of the model's input that holds the pixel. ``(None, note)`` when the internals API is
-    not installed."""
+    """FSA's attention rows of the pixel ``point`` ``(x, y)`` of ``result`` drawn over the window of the model's
+    input that holds it: A0, the isolated affinity, the kept set, the sharpened A_fb and the ensembled attention
+    (the rows of ``fsa_seg.internals``, from the kept crop features: no backbone run), and a note (the kept
+    share of its row). ``(None, note)`` when the internals API is not installed."""
     try:
-        from .internals import explain
+        import fsa_seg.internals  # noqa: F401
     except ImportError:
         return None, "attention maps: fsa_seg.internals is not available"
+    from PIL import Image
+
     kept, _ = explorer.features(result.rgb)
     model = explorer.model
     mean = torch.tensor(model.pixel_mean, device=kept.image.device).view(3, 1, 1)
     std = torch.tensor(model.pixel_std, device=kept.image.device).view(3, 1, 1)
-    pixels = (kept.image.float() * std + mean).clamp(0, 255).cpu()  # the model's input in 0..255
-    (H, W), (h, w) = result.labels.shape, pixels.shape[-2:]
+    rgb = (kept.image.float() * std + mean).clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    (H, W), (h, w) = result.labels.shape, rgb.shape[:2]
     px = min(w - 1, int(point[0] * w / W))
     py = min(h - 1, int(point[1] * h / H))
-    with model.use_variant(explorer.state(result.settings)):
-        explanation = explain(model, pixels, [(px, py)], strategies=["ensemble"])
-    (crop, row), = explanation.rows_of(0)[:1]
-    rgb = pixels.permute(1, 2, 0).round().to(torch.uint8).numpy()
+    crop = explorer.attention_rows(kept, result.settings, (px, py))
     y1, y2, x1, x2 = crop.box
     window = rgb[y1:y2, x1:x2]
     panels = []
     for name, title in (("base", "A0 (base)"), ("isolated", "isolated affinity"), ("kept", "kept by top-p"),
                         ("sharpened", "A_fb (sharpened)"), ("ensembled", "ensembled")):
-        grid = crop.rows.maps(name)[row].float()
+        grid = crop.rows.maps(name)[0].float()
         panels.append(_heat_panel(window, grid, crop.padding, (px - x1, py - y1), title))
-    share = float(crop.rows.kept_share.reshape(-1)[int(crop.rows.query_tokens[row])])
-    from PIL import Image
-
+    share = float(crop.rows.kept_share.reshape(-1)[int(crop.rows.query_tokens[0])])
     width = sum(p.size[0] for p in panels) + 4 * (len(panels) - 1)
     out = Image.new("RGB", (width, max(p.size[1] for p in panels)), (255, 255, 255))
     left = 0
@@ -508,8 +551,9 @@ def attention_panel(explorer: Explorer, result: Result, point: Tuple[int, int], 
         out.paste(p, (left, 0))
         left += p.size[0] + 4
     if banner:
-        out = draw_banner(out)
-    return np.asarray(out), f"kept share of its row {share:.2f}"
+        out = draw_banner(out, extend=True)
+    fsa_note = "" if result.settings.fsa else " (FSA's maps with FSA on)"
+    return np.asarray(out), f"kept share of its row {share:.2f}{fsa_note}"
 
 
 def _heat_panel(window: np.ndarray, grid: Tensor, padding: Tuple[int, int, int, int], point: Tuple[int, int],
@@ -577,7 +621,7 @@ def build_page(app: ExplorerApp, title: str = "fsa-seg explorer"):
 
         def on_image(rgb, *values):
             if rgb is None:
-                return None, "pick a sample photo or upload an image"
+                return None, None, None, "pick a sample photo or upload an image"
             return app.update(rgb, *values)
 
         def on_controls(*values):
@@ -588,9 +632,10 @@ def build_page(app: ExplorerApp, title: str = "fsa-seg explorer"):
             return app.click(x, y)
 
         sample.change(on_sample, sample, image)
-        image.change(on_image, [image] + controls, [segmentation, status], trigger_mode="always_last")
-        classes.submit(on_controls, controls, [segmentation, status], trigger_mode="always_last")
+        outputs = [segmentation, maps, bars, status]
+        image.change(on_image, [image] + controls, outputs, trigger_mode="always_last")
+        classes.submit(on_controls, controls, outputs, trigger_mode="always_last")
         for control in (method, fsa, top_p, lamda):
-            control.change(on_controls, controls, [segmentation, status], trigger_mode="always_last")
-        segmentation.select(on_click, None, [segmentation, maps, bars, status])
+            control.change(on_controls, controls, outputs, trigger_mode="always_last")
+        segmentation.select(on_click, None, outputs)
     return page
