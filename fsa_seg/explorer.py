@@ -292,6 +292,8 @@ def draw_banner(image, text: str = RANDOM_WEIGHTS_BANNER, extend: bool = False):
         out = image.convert("RGB").copy()
     font = _font(size)
     draw = ImageDraw.Draw(out)
+    if draw.textlength(text, font=font) > out.size[0] - 8:  # a narrow picture: the short form
+        text = text.split(":")[0]
     draw.rectangle([0, 0, out.size[0], height], fill=(200, 0, 0))
     draw.text((4, 2 + size // 4), text, fill=(255, 255, 255), font=font)
     return out
@@ -489,7 +491,7 @@ class ExplorerApp:
         r = self.result
         h, w = r.labels.shape
         how = "backbone + last block" if r.backbone_run else "kept features: last block + FSA only"
-        status = f"segmented {w}x{h} in {r.seconds * 1000:.0f} ms ({how})"
+        status = f"segmented {w}x{h}, {len(r.classes)} classes, in {r.seconds * 1000:.0f} ms ({how})"
         if self.point is None:
             return overlay(r, banner=self.banner), None, None, status + "; click a pixel to see its maps"
         seg, maps, bars, pixel = self.click(*self.point)
@@ -608,9 +610,10 @@ def build_page(app: ExplorerApp, title: str = "fsa-seg explorer"):
             with gr.Column(scale=2):
                 segmentation = gr.Image(label="segmentation (click a pixel)", interactive=False,
                                         elem_id="segmentation")
-                maps = gr.Image(label="clicked pixel: FSA attention rows", interactive=False, elem_id="pixel_maps")
-                bars = gr.Image(label="clicked pixel: class probabilities", interactive=False,
-                                elem_id="pixel_probs")
+                gr.Markdown("clicked pixel: FSA's attention rows on its window (A0, isolated affinity, kept by "
+                            "top-p, A_fb, ensembled) and its class probabilities")
+                maps = gr.Image(show_label=False, interactive=False, elem_id="pixel_maps")
+                bars = gr.Image(show_label=False, interactive=False, elem_id="pixel_probs")
         controls = [classes, method, fsa, top_p, lamda]
 
         def on_sample(name):
@@ -627,9 +630,13 @@ def build_page(app: ExplorerApp, title: str = "fsa-seg explorer"):
         def on_controls(*values):
             return app.update(None, *values)
 
-        def on_click(evt: gr.SelectData):
+        def on_click(evt):
             x, y = evt.index[:2]
             return app.click(x, y)
+
+        # gradio hands the click's position to a parameter annotated with its class (this module's annotations
+        # are strings, and gradio is imported here only)
+        on_click.__annotations__ = {"evt": gr.SelectData}
 
         sample.change(on_sample, sample, image)
         outputs = [segmentation, maps, bars, status]

@@ -1,7 +1,5 @@
 """The explorer's library part (fsa_seg/explorer.py) without a browser: kept crop features give the scores of a full
 run, a settings change does not run the backbone, the pixel rows equal the internals API's, one-line errors."""
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -164,17 +162,30 @@ def test_missing_checkpoint_is_one_line(tmp_path, one_thread):
     assert "nope.pt" in line and "\n" not in line
 
 
-def test_tool_without_gradio(monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
+def test_tool_without_gradio(tmp_path):
+    from tooling import run_tool
 
-    spec = importlib.util.spec_from_file_location("explore_tool", Path(__file__).parent.parent / "tools" / "explore.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    monkeypatch.setitem(sys.modules, "gradio", None)  # an import of gradio fails
-    assert tool.main([]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "gradio" in err and 'pip install -e ".[explore]"' in err
+    blocker = tmp_path / "gradio"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ImportError(\"No module named 'gradio'\")\n")
+    done = run_tool("explore", "--port", "1", env={"PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr.strip()
+    assert err.count("\n") == 0 and "gradio" in err and 'pip install -e ".[explore]"' in err, err
+
+
+@pytest.mark.slow
+def test_tool_measure(tmp_path):
+    from tiny import as_cli
+    from tooling import run_tool
+
+    options = tiny_options()
+    done = run_tool("explore", "--measure", "--repeats", "1", "--cfg-options", *as_cli(options), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [t for t in done.stdout.splitlines() if t.startswith("latency at ")]
+    assert len(line) == 1 and "full segmentation" in line[0] and "x faster" in line[0], done.stdout[-2000:]
+    missing = run_tool("explore", "--config", str(tmp_path / "nope.py"), "--measure")
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: config file"), missing.stderr
 
 
 def test_measure_latency(segmentor, rgb):
