@@ -40,9 +40,15 @@ def counter(segmentor):
     """Counts runs of the backbone: CLIP's patch embedding and the proxy model (forward hooks)."""
     calls = {"clip": 0, "proxy": 0}
     model = segmentor.model
-    handles = [model.backbone.visual.conv1.register_forward_hook(lambda *a: calls.__setitem__("clip", calls["clip"] + 1))]
+
+    def count(name):
+        def hook(*_):
+            calls[name] += 1
+        return hook
+
+    handles = [model.backbone.visual.conv1.register_forward_hook(count("clip"))]
     if model.vfm is not None:
-        handles.append(model.vfm.register_forward_hook(lambda *a: calls.__setitem__("proxy", calls["proxy"] + 1)))
+        handles.append(model.vfm.register_forward_hook(count("proxy")))
     return calls, handles
 
 
