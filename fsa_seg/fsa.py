@@ -138,7 +138,12 @@ class FSATrace:
         self.isolated[inside] = sim[items, local]
         if pruned is not None:
             self.kept[inside] = ~pruned[items, local]
-            self.kept_share[:, rows] = (~pruned).sum(dim=-1).float() / n_tokens
+            # a block of rows at a time: a sum over a bool map first widens it to int64 (8 bytes an entry)
+            block = max(1, (1 << 16) // n_tokens)
+            for r in range(0, pruned.shape[1], block):
+                count = pruned[:, r:r + block].sum(dim=-1)
+                start = rows.start + r
+                self.kept_share[:, start:start + count.shape[1]] = (n_tokens - count).float() / n_tokens
 
     def record_feedback(self, rows: slice, a_fb: Tensor) -> None:
         """Rows ``rows`` of every item of ``A_fb`` ``[B, rows, N]``."""

@@ -40,8 +40,9 @@ and with FSA.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -107,6 +108,25 @@ class Explanation:
         """Every window holding point ``point`` (an index into :attr:`points`) and that point's row in it."""
         return [(crop, crop.points.index(point)) for crop in self.crops if point in crop.points]
 
+    def image_map(self, point: int, name: str = "sharpened", mode: str = "nearest") -> Tensor:
+        """Point ``point``'s row ``name`` (an :attr:`AttentionRows.FIELDS` field) over the image, ``[H, W]`` fp32:
+        each window's row map resized (``mode``: ``nearest`` shows the patches, or ``bilinear``) to the padded
+        window, cut to it and placed at its box; where windows overlap, their mean; NaN outside every window
+        holding the point."""
+        import torch.nn.functional as F  # noqa: PLC0415
+
+        total = torch.zeros(self.image_size)
+        count = torch.zeros(self.image_size)
+        for crop, row in self.rows_of(point):
+            y1, y2, x1, x2 = crop.box
+            left, right, top, bottom = crop.padding
+            grid_map = crop.rows.maps(name)[row].float()[None, None]
+            size = (y2 - y1 + top + bottom, x2 - x1 + left + right)
+            up = F.interpolate(grid_map, size=size, mode=mode)[0, 0]
+            total[y1:y2, x1:x2] += up[top:top + y2 - y1, left:left + x2 - x1]
+            count[y1:y2, x1:x2] += 1
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("nan")))
+
 
 @dataclass
 class SAM3Explanation:
@@ -117,8 +137,11 @@ class SAM3Explanation:
     re-run; semantic ``[P, H', W']``: each prompt's semantic logits at SAM3's mask resolution (first pass);
     instances: per prompt, the indices of the instances kept by the score recipe (``instance_thd``, ``top_k``)
     and their scores; grid: the encoder token grid; query_tokens ``[Q]``: the token of each point;
-    feedback: rows ``[Q, N]`` of the feedback (``isolated``, ``kept``, ``sharpened``; ``ensembled`` where the
-    placement is the encoder output, where the ensemble is ``A_fb`` itself) and ``kept_share`` ``[N]``;
+    feedback: rows ``[Q, N]`` of the paper's single ``A_fb`` built from the present prompts (``isolated``, ``kept``,
+    ``sharpened``; empty when no prompt is present) and, with ``fsa_strategies='both'`` in ``attention`` mode,
+    ``[K, Q, N]`` rows per present prompt at the placement: ``base`` (``A0``, mean over the heads, of the first
+    adapted encoder layer; the identity at the encoder output) and ``ensembled`` (``(A_fb A0 + A0 A_fb + A_fb) / 3``
+    there; ``A_fb`` itself at the encoder output); kept_share ``[N]``: every token row's kept share;
     predictions: labels ``[H, W]``, ``base`` (no FSA) and ``fsa``.
     """
 
@@ -195,11 +218,16 @@ def _rows_of_trace(trace: FSATrace, select: Tensor, item: int) -> AttentionRows:
 
 
 def explain(model, image: Union[Tensor, np.ndarray], points: Sequence[Tuple[int, int]],
-            strategies: Sequence[str] = STRATEGY_NAMES) -> Union[Explanation, SAM3Explanation]:
+            strategies: Sequence[str] = STRATEGY_NAMES, cache: Optional[Dict[Any, Any]] = None
+            ) -> Union[Explanation, SAM3Explanation]:
     """FSA's internals for ``image`` (RGB pixels 0..255, ``[3, H, W]`` tensor or ``[H, W, 3]`` array) at the
     ``points`` ``(x, y)``: an :class:`Explanation` for a CLIP model (the ``strategies`` predicted, of
     :data:`STRATEGY_NAMES`), a :class:`SAM3Explanation` for SAM3. The model's own settings (top-p, lamda, base
-    method) are used; its ``fsa`` switch is not (each strategy sets it)."""
+    method) are used; its ``fsa`` switch is not (each strategy sets it): other settings via
+    ``with model.variant(top_p=...): explain(...)``.
+
+    ``cache`` (CLIP, optional): a dict kept by the caller for one image and one model; the windows' backbone
+    features are stored in it on the first call and reused by the next (then only the last block and FSA run)."""
     from .sam3.model import SAM3SegModel  # noqa: PLC0415 - SAM3 needs transformers; import only here
 
     pixels = _as_image(image)
@@ -210,11 +238,12 @@ def explain(model, image: Union[Tensor, np.ndarray], points: Sequence[Tuple[int,
     unknown = [s for s in strategies if s not in STRATEGY_NAMES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {STRATEGY_NAMES}")
-    return _explain_clip(model, pixels, points, list(strategies))
+    return _explain_clip(model, pixels, points, list(strategies), cache)
 
 
 @torch.no_grad()
-def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategies: List[str]) -> Explanation:
+def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategies: List[str],
+                  cache: Optional[Dict[Any, Any]] = None) -> Explanation:
     from .sliding_window import slide_inference_shared  # noqa: PLC0415
 
     changes = _strategy_changes(model)
@@ -231,8 +260,14 @@ def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategi
         current["chunk"] = chunk
 
     def shared(crops: Tensor):
+        key = ("windows", tuple((int(i), tuple(w), tuple(p)) for i, w, p in current["chunk"]))
+        if cache is not None and key in cache:
+            return cache[key]
         crops = crops.to(model.run_device, model.run_dtype)
-        return model.crop_features(crops), crops
+        out = model.crop_features(crops), crops
+        if cache is not None:
+            cache[key] = out
+        return out
 
     def scorer(group: int):
         state = scoring[group]
@@ -284,5 +319,114 @@ def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategi
                        kept_share=torch.cat(shares) if shares else torch.zeros(0), settings=settings)
 
 
+def _kept_instances(out, recipe) -> List[Dict[str, Tensor]]:
+    """Per prompt, the instances the score recipe keeps (the rule of ``scores._log_instances``): those whose score x
+    presence reaches ``instance_thd``, at most ``top_k`` of them, best first; their indices and score x presence."""
+    import math  # noqa: PLC0415
+
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    criterion = F.logsigmoid(out.pred_logits.double()) + F.logsigmoid(out.presence_logits.double().flatten())[:, None]
+    kept = []
+    for row in criterion:
+        keep = (row >= math.log(recipe.instance_thd) if recipe.instance_thd > 0
+                else torch.ones_like(row, dtype=torch.bool))
+        index = torch.nonzero(keep).flatten()
+        index = index[row[index].argsort(descending=True)]
+        if recipe.top_k:
+            index = index[:recipe.top_k]
+        kept.append({"index": index.cpu(), "score": row[index].exp().float().cpu()})
+    return kept
+
+
+def _layer_rows(model, first, vision, tokens: Tensor, a_fb: Tensor) -> Tuple[Tensor, Tensor]:
+    """At the first adapted encoder layer: rows ``[K, Q, N]`` of each present prompt's ``A0`` (mean over the heads)
+    and of its ensemble ``(A_fb A0 + A0 A_fb + A_fb) / 3``; ``A0 = softmax(q k^T scale)`` is formed a block of rows
+    at a time, never whole."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from .sam3 import decode  # noqa: PLC0415
+
+    layer = model.sam3.detr_encoder.layers[model.placement.start(model.num_layers)]
+    scale = layer.self_attn.scaling
+    base_out, ens_out = [], []
+    for start in range(0, first.present.numel(), model.fsa_batch_size):
+        part = slice(start, start + model.fsa_batch_size)
+        prompts = first.present[part]
+        vis, text, mask = model._prompts(vision, 0, prompts)
+        state = replace(decode.encoder_input(model.sam3, vis, text, mask), hidden=first.hidden[part])
+        q, k, _ = (t.double() for t in decode.layer_qkv(layer, state))            # [K, h, N, d]
+        fb = a_fb[0].double()                                                      # [N, N]
+        a0_rows = (q[:, :, tokens] @ k.transpose(-1, -2) * scale).softmax(dim=-1)  # [K, h, Q, N]
+        n = k.shape[2]
+        fb_a0 = a0_rows.new_zeros(a0_rows.shape)
+        block = max(1, (1 << 20) // max(1, q.shape[0] * q.shape[1] * n))
+        for j in range(0, n, block):                                                # rows of A_fb A0, blockwise
+            a0_block = (q[:, :, j:j + block] @ k.transpose(-1, -2) * scale).softmax(dim=-1)
+            fb_a0 += fb[tokens, j:j + block] @ a0_block
+        ens = (fb_a0 + a0_rows @ fb + fb[tokens]) / 3.0
+        base_out.append(a0_rows.mean(dim=1))
+        ens_out.append(ens.mean(dim=1))
+    return torch.cat(base_out).float(), torch.cat(ens_out).float()
+
+
+@torch.no_grad()
 def _explain_sam3(model, pixels: Tensor, points: List[Tuple[int, int]]) -> SAM3Explanation:
-    raise NotImplementedError("SAM3 internals: not built yet")
+    from .sam3 import decode  # noqa: PLC0415
+    from .sam3.feedback import log_odds_inputs  # noqa: PLC0415
+    from .fsa import feedback_attention  # noqa: PLC0415
+
+    if model.slide_crop > 0:
+        raise ValueError("explain takes SAM3 on whole images: set model.slide_crop=0")
+    size = tuple(pixels.shape[-2:])
+    img = model.normalise(pixels)
+    crops = decode.resize_for_sam3(img[None].to(model.run_device, model.run_dtype), model.image_size)
+    vision = decode.encode_vision(model.sam3, crops)                              # the one backbone pass
+    grid = vision.token_grid
+    tokens = torch.tensor([token_of(p, (0, size[0], 0, size[1]), (0, 0, 0, 0), size, grid) for p in points],
+                          dtype=torch.long, device=model.run_device)
+    with (contextlib.nullcontext(model) if model.fsa else model.variant(fsa=True)) as fsa_model:
+        first = fsa_model.first_pass(vision, 0)
+        fsa_logits = fsa_model.fsa_pass(vision, 0, first)
+        # the first pass's heads again, for what its score map does not keep: semantic maps and instances
+        semantic, instances = [], []
+        for start in range(0, model.num_queries, model.query_batch_size):
+            prompts = torch.arange(start, min(start + model.query_batch_size, model.num_queries),
+                                   device=model.run_device)
+            vis, text, mask = model._prompts(vision, 0, prompts)
+            enc = decode.run_encoder_layers(model.sam3, decode.encoder_input(model.sam3, vis, text, mask), text,
+                                            range(model.num_layers)).hidden
+            out = decode.run_heads(model.sam3, enc, decode.encoder_input(model.sam3, vis, text, mask), vis, text, mask)
+            semantic.append(out.semantic_seg[:, 0].float().cpu())
+            instances += _kept_instances(out, fsa_model.recipe)
+        n = grid[0] * grid[1]
+        q = len(points)
+        feedback: Dict[str, Tensor] = {}
+        kept_share = torch.ones(0)
+        if first.present.numel():
+            params = fsa_model.feedback
+            uniform = fsa_model.uniform_log_odds(vision, 0, first) if params.isolation == "uniform" else None
+            columns = torch.arange(first.present.numel(), device=first.present.device)
+            base, glob = log_odds_inputs(first.token_log_odds, columns, params, uniform)
+            trace = FSATrace(torch.zeros(q, dtype=torch.long), tokens)
+            a_fb = feedback_attention(base, glob, params.core_params(), trace=trace)   # the paper's single A_fb
+            feedback = {"isolated": trace.isolated.cpu(), "kept": trace.kept.cpu(), "sharpened": trace.sharpened.cpu()}
+            kept_share = trace.kept_share[0].cpu()
+            k = first.present.numel()
+            if params.strategies != "both":          # several A_fb: the rows above are those of 'both'
+                pass
+            elif fsa_model.placement.layers == 0:      # the encoder output: A0 = I, the ensemble is A_fb
+                feedback["base"] = torch.eye(n)[tokens.cpu()].expand(k, q, n)
+                feedback["ensembled"] = trace.sharpened.cpu().expand(k, q, n)
+            elif fsa_model.fsa_mode == "attention":
+                base_rows, ens_rows = _layer_rows(fsa_model, first, vision, tokens, a_fb)
+                feedback["base"], feedback["ensembled"] = base_rows.cpu(), ens_rows.cpu()
+    predictions = {}
+    # the thresholds of the prediction are not FSA settings: the model's own serve both
+    predictions["base"] = model.predict_scores(model.scores_at(first.logits.float(), img, size)).labels.cpu()
+    predictions["fsa"] = model.predict_scores(model.scores_at(fsa_logits.float(), img, size)).labels.cpu()
+    return SAM3Explanation(image_size=size, points=points, prompts=list(model.query_words),
+                           presence=first.presence_logits.float().sigmoid().cpu(), present=first.present.cpu(),
+                           semantic=torch.cat(semantic), instances=instances, grid=tuple(grid),
+                           query_tokens=tokens.cpu(), feedback=feedback, kept_share=kept_share,
+                           placement=fsa_model.placement.name, predictions=predictions)
