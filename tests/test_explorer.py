@@ -198,3 +198,18 @@ def test_measure_latency(segmentor, rgb):
     latency = measure_latency(Explorer(segmentor), rgb, repeats=1)
     assert latency.full_s > 0 and latency.slider_s > 0 and latency.crops >= 2
     assert "full segmentation" in latency.line() and "x faster" in latency.line()
+
+
+def test_sample_photos(tmp_path, segmentor, rgb):
+    from PIL import Image
+
+    from fsa_seg.explorer import sample_images
+
+    Image.fromarray(rgb).save(tmp_path / "b.png")
+    Image.fromarray(rgb[:, ::-1]).save(tmp_path / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    samples = sample_images(str(tmp_path))
+    assert list(samples) == ["a.jpg", "b.png"] and sample_images(str(tmp_path / "missing")) == {}
+    app = ExplorerApp(Explorer(segmentor), samples=samples)
+    np.testing.assert_array_equal(app.load_sample("b.png"), rgb)
+    assert app.load_sample("other.png") is None
