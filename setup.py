@@ -2,7 +2,8 @@
 
 Inside an environment that has torch, torchvision and mmcv (with its compiled ops, which mmseg needs):
 ``pip install -e .`` installs the rest; ``pip install -e ".[sam3]"`` adds what SAM3 needs (transformers);
-``pip install -e ".[tests]"`` what the test suite needs. ``bash tools/install.sh`` builds the whole
+``pip install -e ".[tests]"`` what the test suite needs; ``pip install -e ".[explore]"`` the explorer page
+(``tools/explore.py``: gradio). ``bash tools/install.sh`` builds the whole
 environment from scratch with the pinned versions of requirements.txt.
 """
 from setuptools import find_packages, setup
@@ -29,6 +30,8 @@ EXTRAS_REQUIRE = {
     "sam3": ["transformers>=5.0,<6"],
     # The test suite, and what Meta's reference SAM3 code imports (the SAM3 parity test; that code, the
     # `sam3` package, is installed with `pip install --no-deps sam3==0.1.4`: its numpy<2.4 pin is not needed).
+    # tools/explore.py's local page
+    "explore": ["gradio>=4.0"],
     "tests": ["pytest", "transformers>=5.0,<6", "iopath", "portalocker", "psutil", "pycocotools", "einops"],
 }
 
