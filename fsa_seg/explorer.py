@@ -29,9 +29,10 @@ from torch import Tensor
 from .last_block import LAST_BLOCKS, list_base_methods
 from .open_vocab import Prediction
 from .sliding_window import slide_inference_shared
+from .visualization.drawing import BANNER_RGB, BANNER_TEXT, load_font, palette
 
 #: what every picture made with random weights says
-RANDOM_WEIGHTS_BANNER = "random weights: not a real result"
+RANDOM_WEIGHTS_BANNER = BANNER_TEXT
 
 
 @dataclass(frozen=True)
@@ -256,28 +257,6 @@ def pixel_probabilities(result: Result, x: int, y: int) -> List[Tuple[str, float
 
 
 # -- pictures ------------------------------------------------------------------------------------------------
-def palette(n: int) -> np.ndarray:
-    """``n`` distinct RGB colours (uint8 ``[n, 3]``), as ``tools/demo.py`` colours its overlay."""
-    import matplotlib
-
-    if n <= 10:
-        colors = matplotlib.colormaps["tab10"](np.arange(n))[:, :3]
-    elif n <= 20:
-        colors = matplotlib.colormaps["tab20"](np.arange(n))[:, :3]
-    else:
-        colors = matplotlib.colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
-    return (colors * 255).round().astype(np.uint8)
-
-
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: one bitmap size
-        return ImageFont.load_default()
-
-
 def draw_banner(image, text: str = RANDOM_WEIGHTS_BANNER, extend: bool = False):
     """A red strip with ``text`` across the top of a PIL image (a new image): over the image, or above it
     (``extend``; the image moves down)."""
@@ -290,11 +269,11 @@ def draw_banner(image, text: str = RANDOM_WEIGHTS_BANNER, extend: bool = False):
         out.paste(image.convert("RGB"), (0, height + 1))
     else:
         out = image.convert("RGB").copy()
-    font = _font(size)
+    font = load_font(size)
     draw = ImageDraw.Draw(out)
     if draw.textlength(text, font=font) > out.size[0] - 8:  # a narrow picture: the short form
         text = text.split(":")[0]
-    draw.rectangle([0, 0, out.size[0], height], fill=(200, 0, 0))
+    draw.rectangle([0, 0, out.size[0], height], fill=BANNER_RGB)
     draw.text((4, 2 + size // 4), text, fill=(255, 255, 255), font=font)
     return out
 
@@ -317,7 +296,7 @@ def overlay(result: Result, opacity: float = 0.5, point: Optional[Tuple[int, int
     draw = ImageDraw.Draw(img)
     h, w = result.labels.shape
     size = max(10, min(h, w) // 30)
-    font = _font(size)
+    font = load_font(size)
     counts = np.bincount(result.labels.ravel(), minlength=len(result.classes))
     rows = [f"{c[0]} ({100.0 * counts[k] / result.labels.size:.1f}%)" for k, c in enumerate(result.classes)]
     pad, line = max(2, size // 3), size + max(2, size // 3)
@@ -349,7 +328,7 @@ def probability_bars(rows: Sequence[Tuple[str, float]], width: int = 320, banner
     top0 = 0
     img = Image.new("RGB", (width, top0 + 8 + line * max(1, len(rows))), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = _font(size)
+    font = load_font(size)
     colors = {}
     for k, (name, p) in enumerate(rows):
         top = top0 + 4 + k * line
@@ -578,7 +557,7 @@ def _heat_panel(window: np.ndarray, grid: Tensor, padding: Tuple[int, int, int, 
     canvas = Image.new("RGB", (img.size[0], img.size[1] + size + 6), (255, 255, 255))
     canvas.paste(img, (0, size + 6))
     draw = ImageDraw.Draw(canvas)
-    draw.text((2, 2), title, fill=(0, 0, 0), font=_font(size))
+    draw.text((2, 2), title, fill=(0, 0, 0), font=load_font(size))
     x, y = int(point[0] * scale), int(point[1] * scale) + size + 6
     draw.ellipse([x - 4, y - 4, x + 4, y + 4], outline=(0, 255, 255), width=2)
     return canvas

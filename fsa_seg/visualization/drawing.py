@@ -58,7 +58,7 @@ def changed_panel(rgb: np.ndarray, before: np.ndarray, after: np.ndarray, colors
     return out
 
 
-def _font(size: int):
+def load_font(size: int):
     from PIL import ImageFont
 
     try:
@@ -73,7 +73,7 @@ def text_strip(text: str, width: int, height: int, fill=(255, 255, 255), color=(
 
     img = Image.new("RGB", (width, height), tuple(fill))
     draw = ImageDraw.Draw(img)
-    font = _font(max(8, int(height * 0.7)))
+    font = load_font(max(8, int(height * 0.7)))
     while text and draw.textlength(text, font=font) > width - 4 and len(text) > 1:
         text = text[:-2] + "…"
     draw.text((2, max(0, (height - font.size) // 2) if hasattr(font, "size") else 1), text, fill=tuple(color),
