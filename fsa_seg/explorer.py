@@ -14,7 +14,6 @@ with those settings. :func:`measure_latency` times both.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import statistics
@@ -78,16 +77,10 @@ def image_key(rgb: np.ndarray) -> str:
 def model_input(segmentor, rgb: np.ndarray) -> Tuple[Tensor, Tuple[int, int]]:
     """The normalised image ``[3, h, w]`` after the config's test pipeline (its resize) and the segmentor's data
     preprocessor, and the original size: what :func:`fsa_seg.apis.segment_image` hands the model."""
-    from mmcv.transforms import Compose
+    from .apis.inference import pipeline_input
 
-    cfg = segmentor.cfg
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.get("pipeline") or cfg.get("test_pipeline"))
-    steps = [s for s in steps if s.get("type") != "LoadAnnotations"]
-    steps[0] = dict(type="LoadImageFromNDArray")
-    data = Compose(steps)(dict(img=np.ascontiguousarray(rgb[:, :, ::-1])))  # the pipeline works in BGR
     with torch.no_grad():
-        batch = segmentor.data_preprocessor(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]),
-                                            False)
+        batch = segmentor.data_preprocessor(pipeline_input(segmentor.cfg, rgb), False)
     meta = batch["data_samples"][0].metainfo
     image = batch["inputs"][0][:, :meta["img_shape"][0], :meta["img_shape"][1]]
     return image, tuple(int(v) for v in meta["ori_shape"][:2])
@@ -191,7 +184,7 @@ class Explorer:
         first window holding it, from the kept features (the last block + FSA of that crop batch only). FSA's
         maps exist only with FSA on: the rows are those of ``settings`` with FSA on."""
         from .fsa import FSATrace
-        from .internals import CropRows, _rows_of_trace, token_of
+        from .internals import CropRows, rows_of_trace, token_of
 
         px, py = point
         found = [(b, i) for b, chunk in enumerate(kept.windows) for i, (_, win, _) in enumerate(chunk)
@@ -212,7 +205,7 @@ class Explorer:
         with torch.no_grad(), self.model.use_variant(state):
             self.model.scores_from_features(features, crops, trace=trace)
         return CropRows(box=tuple(win), padding=tuple(pad), points=[0],
-                        rows=_rows_of_trace(trace, torch.tensor([0]), i))
+                        rows=rows_of_trace(trace, torch.tensor([0]), i))
 
     def query_scores(self, kept: ImageFeatures, settings: Settings) -> Tensor:
         """Query scores ``[Q, h, w]`` of the resized image under ``settings``, from the kept crop features

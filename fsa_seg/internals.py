@@ -207,7 +207,7 @@ def token_of(point: Tuple[int, int], box: Window, padding: Tuple[int, int, int, 
     return int(r * grid[1] + c)
 
 
-def _rows_of_trace(trace: FSATrace, select: Tensor, item: int) -> AttentionRows:
+def rows_of_trace(trace: FSATrace, select: Tensor, item: int) -> AttentionRows:
     """The :class:`AttentionRows` of the trace's queries ``select`` (all of batch item ``item``), patch columns."""
     cols = trace.patch_tokens
     offset = cols.start or 0
@@ -298,7 +298,7 @@ def _explain_clip(model, pixels: Tensor, points: List[Tuple[int, int]], strategi
                     if held[i]:
                         select = torch.nonzero(trace.items == i).flatten()
                         crops_out.append(CropRows(box=tuple(win), padding=tuple(pad), points=held[i],
-                                                  rows=_rows_of_trace(trace, select, i)))
+                                                  rows=rows_of_trace(trace, select, i)))
                 return out
         return score
 

@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import tempfile
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -129,24 +129,30 @@ def model_classes(model) -> List[List[str]]:
     return classes
 
 
+def pipeline_input(cfg, rgb: np.ndarray) -> Dict[str, list]:
+    """One RGB image ``[H, W, 3]`` through the config's test pipeline (its resize; no annotations), as a batch of
+    one for the segmentor's ``test_step`` / data preprocessor."""
+    from mmcv.transforms import Compose
+
+    steps = copy.deepcopy(cfg.test_dataloader.dataset.get("pipeline") or cfg.get("test_pipeline"))
+    steps = [s for s in steps if s.get("type") != "LoadAnnotations"]
+    steps[0] = dict(type="LoadImageFromNDArray")
+    data = Compose(steps)(dict(img=np.ascontiguousarray(rgb[:, :, ::-1])))  # the pipeline works in BGR
+    return dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]])
+
+
 def segment_image(model, image: Union[str, np.ndarray], classes: Optional[Classes] = None) -> Segmentation:
     """Segment one image (a path, or RGB uint8 ``[H, W, 3]``) through the config's test pipeline.
 
     ``classes`` (optional) replaces the model's classes first (their text queries are encoded again).
     """
-    from mmcv.transforms import Compose
-
     if classes is not None and [list(c) for c in classes] != model_classes(model):
         model.model.set_classes(classes)
     rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"image must be RGB uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
-    cfg = model.cfg
-    steps = copy.deepcopy(cfg.test_dataloader.dataset.get("pipeline") or cfg.get("test_pipeline"))
-    steps = [s for s in steps if s.get("type") != "LoadAnnotations"]
-    steps[0] = dict(type="LoadImageFromNDArray")
-    data = Compose(steps)(dict(img=np.ascontiguousarray(rgb[:, :, ::-1])))  # the pipeline works in BGR
+    data = pipeline_input(model.cfg, rgb)
     with torch.no_grad():
-        sample = model.test_step(dict(inputs=[data["inputs"]], data_samples=[data["data_samples"]]))[0]
+        sample = model.test_step(data)[0]
     labels = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
     return Segmentation(labels, sample.seg_logits.data.cpu(), model_classes(model))
