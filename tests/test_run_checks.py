@@ -237,8 +237,7 @@ def test_missing_weights_offline_fail_at_once_with_the_pipeline_hint(tmp_path):
     # a hub address that refuses connections: offline on any machine; empty caches
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"),
            "TORCH_HOME": str(tmp_path / "torch"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "HTTPS_PROXY": "",
-           "https_proxy": ""}
-    env.pop("HF_HUB_OFFLINE", None)
+           "https_proxy": "", "HF_HUB_OFFLINE": None}  # not inherited: an earlier test may have set it here
     work = tmp_path / "work"
     done = run_tool("test", CONFIG, "--work-dir", work, "--cfg-options", "model.vfm=dino",
                     f"test_dataloader.dataset.data_root={SHARED_VOC if SHARED_VOC.is_dir() else REPO}", env=env)

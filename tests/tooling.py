@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_tool(name: str, *args: str, timeout: float = 600, env: dict = None) -> subprocess.CompletedProcess:
-    """``python tools/<name>.py ARGS`` from the repository root; text output captured."""
-    full_env = dict(os.environ, **(env or {}))
+    """``python tools/<name>.py ARGS`` from the repository root; text output captured. ``env`` adds to this
+    process's environment; a value of None removes the variable."""
+    full_env = {k: v for k, v in dict(os.environ, **(env or {})).items() if v is not None}
     # The checkout under test first (it may not be the one installed in editable mode).
     full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, str(REPO / "tools" / f"{name}.py"), *map(str, args)], cwd=REPO,
