@@ -1,11 +1,11 @@
-"""The explorer's library part (fsa_seg/explorer.py) without a browser: kept crop features give the scores of a full
+"""The explorer's library part (fsa_seg/visualization/explorer.py) without a browser: kept crop features give the scores of a full
 run, a settings change does not run the backbone, the pixel rows equal the internals API's, one-line errors."""
 import numpy as np
 import pytest
 import torch
 
 from fsa_seg.apis import init_segmentor, segment_image
-from fsa_seg.explorer import (RANDOM_WEIGHTS_BANNER, Explorer, ExplorerApp, Settings, measure_latency,
+from fsa_seg.visualization.explorer import (RANDOM_WEIGHTS_BANNER, Explorer, ExplorerApp, Settings, measure_latency,
                               pixel_probabilities)
 from fsa_seg.resources import CONFIG_DIR
 from tiny import TINY_CLIP
@@ -159,7 +159,7 @@ def test_banner_on_random_weight_pictures(segmentor, rgb):
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, one_thread):
-    from fsa_seg.explorer import one_line
+    from fsa_seg.visualization.explorer import one_line
 
     options = tiny_options(**{"model.random_weights": False, "model.clip_checkpoint": str(tmp_path / "nope.pt")})
     with pytest.raises(Exception) as err:
@@ -203,7 +203,7 @@ def test_measure_latency(segmentor, rgb):
 def test_sample_photos(tmp_path, segmentor, rgb):
     from PIL import Image
 
-    from fsa_seg.explorer import sample_images
+    from fsa_seg.visualization.explorer import sample_images
 
     Image.fromarray(rgb).save(tmp_path / "b.png")
     Image.fromarray(rgb[:, ::-1]).save(tmp_path / "a.jpg")

@@ -1,4 +1,4 @@
-"""The explorer page (fsa_seg.explorer.build_page, what tools/explore.py serves) in a real headless Chromium driven
+"""The explorer page (fsa_seg.visualization.explorer.build_page, what tools/explore.py serves) in a real headless Chromium driven
 by selenium, on a tiny random-weight model: load it, upload an image, type classes, click a pixel, move a slider;
 the pictures change and no error shows; a screenshot is written.
 
@@ -53,7 +53,7 @@ def page_url():
     assert not MISSING, (f"CI=true: the explorer browser test needs {', '.join(MISSING)}; "
                          f"run bash tools/install_explorer_test.sh")
     from fsa_seg.apis import init_segmentor
-    from fsa_seg.explorer import Explorer, ExplorerApp, build_page
+    from fsa_seg.visualization.explorer import Explorer, ExplorerApp, build_page
     from fsa_seg.resources import CONFIG_DIR
     from tiny import TINY_CLIP
 

@@ -9,7 +9,7 @@ Needs gradio: ``pip install -e ".[explore]"``. The page is served on http://127.
 ``--classes``: the classes the page starts with (the page's box takes the same syntax as ``tools/demo.py
 --classes``: ``;`` between classes, ``,`` between synonyms); default: the config's class file.
 
-A moved slider re-runs only the last block and FSA on the crop features kept for the image (``fsa_seg.explorer``).
+A moved slider re-runs only the last block and FSA on the crop features kept for the image (``fsa_seg.visualization.explorer``).
 ``--measure`` prints, for one image (``--image``, default a 448x336 image of random pixels), the time of a full
 segmentation and of a slider move, and their ratio, then exits (the page's status line shows each update's
 time).
@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from fsa_seg.apis.config import ConfigKeyError
     from fsa_seg.apis.inference import init_segmentor, parse_classes, read_image
-    from fsa_seg.explorer import Explorer, ExplorerApp, build_page, measure_latency, sample_images, one_line
+    from fsa_seg.visualization.explorer import Explorer, ExplorerApp, build_page, measure_latency, sample_images, one_line
 
     if not osp.isfile(args.config):
         print(f"error: config file '{args.config}' not found (see configs/)", file=sys.stderr)

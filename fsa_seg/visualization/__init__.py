@@ -6,7 +6,9 @@
   :func:`~.output.random_weights_used`;
 * :mod:`.compare` - base vs base + FSA on one image from one backbone pass (``tools/demo.py --compare``);
 * :mod:`.show_dir` - the ``tools/test.py --show-dir`` hook (imports mmseg; import it explicitly);
-* :mod:`.analysis` - dataset and folder figures (``tools/analyze.py``).
+* :mod:`.analysis` - dataset and folder figures (``tools/analyze.py``);
+* :mod:`.explorer` - the explorer page (``tools/explore.py``; Gradio, an optional extra, imported only when the
+  page is built).
 
 Figures use matplotlib's Agg canvas (no display needed).
 """

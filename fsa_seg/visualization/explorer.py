@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .last_block import LAST_BLOCKS, list_base_methods
-from .open_vocab import Prediction
-from .sliding_window import slide_inference_shared
-from .visualization.drawing import BANNER_RGB, BANNER_TEXT, load_font, palette
+from ..last_block import LAST_BLOCKS, list_base_methods
+from ..open_vocab import Prediction
+from ..sliding_window import slide_inference_shared
+from .drawing import BANNER_RGB, BANNER_TEXT, load_font, palette
 
 #: what every picture made with random weights says
 RANDOM_WEIGHTS_BANNER = BANNER_TEXT
@@ -77,7 +77,7 @@ def image_key(rgb: np.ndarray) -> str:
 def model_input(segmentor, rgb: np.ndarray) -> Tuple[Tensor, Tuple[int, int]]:
     """The normalised image ``[3, h, w]`` after the config's test pipeline (its resize) and the segmentor's data
     preprocessor, and the original size: what :func:`fsa_seg.apis.segment_image` hands the model."""
-    from .apis.inference import pipeline_input
+    from ..apis.inference import pipeline_input
 
     with torch.no_grad():
         batch = segmentor.data_preprocessor(pipeline_input(segmentor.cfg, rgb), False)
@@ -116,14 +116,14 @@ class Explorer:
 
     @property
     def classes(self) -> List[List[str]]:
-        from .apis.inference import model_classes
+        from ..apis.inference import model_classes
 
         return model_classes(self.segmentor)
 
     def set_classes(self, text: str) -> List[List[str]]:
         """Parse ``text`` (``"cat,kitten; dog"``, as ``tools/demo.py --classes``) and segment those classes from
         now on; ``ValueError`` (one line) for a bad list. The image features are kept (only the text changes)."""
-        from .apis.inference import parse_classes
+        from ..apis.inference import parse_classes
 
         classes = parse_classes(text)
         if classes != self.classes:
@@ -183,8 +183,8 @@ class Explorer:
         """FSA's rows (:class:`fsa_seg.internals.CropRows`) of the model-input pixel ``point`` ``(x, y)`` in the
         first window holding it, from the kept features (the last block + FSA of that crop batch only). FSA's
         maps exist only with FSA on: the rows are those of ``settings`` with FSA on."""
-        from .fsa import FSATrace
-        from .internals import CropRows, rows_of_trace, token_of
+        from ..fsa import FSATrace
+        from ..internals import CropRows, rows_of_trace, token_of
 
         px, py = point
         found = [(b, i) for b, chunk in enumerate(kept.windows) for i, (_, win, _) in enumerate(chunk)
@@ -356,7 +356,7 @@ def measure_latency(explorer: Explorer, rgb: np.ndarray, repeats: int = 3) -> La
     """Median wall time of a full segmentation of ``rgb`` (:func:`fsa_seg.apis.segment_image`, with the model's
     settings) and of the explorer's answer to a top-p slider move on the same image (the features kept; one
     warm-up each)."""
-    from .apis.inference import segment_image
+    from ..apis.inference import segment_image
 
     def timed(fn) -> float:
         fn()
@@ -429,7 +429,7 @@ class ExplorerApp:
                     fsa=d.fsa, top_p=d.top_p, lamda=d.lamda)
 
     def load_sample(self, name: Optional[str]) -> Optional[np.ndarray]:
-        from .apis.inference import read_image
+        from ..apis.inference import read_image
 
         if not name or name not in self.samples:
             return None
