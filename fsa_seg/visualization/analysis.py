@@ -202,19 +202,26 @@ def analyze_dataset(config: str, out_dir: str, options: Optional[Mapping[str, An
         panels.append([rgb] + [drawing.blend(rgb, m, colors[: len(classes)]) for m in maps])
         titles.append(f"{stem_name}: {row['base_mIoU']:.1f} -> {row['fsa_mIoU']:.1f} ({row['difference']:+.1f})")
         picked.append(dict(row, kind=kind))
-    stem = osp.join(out_dir, "gains_losses")
-    files = write_table(picked, stem, meta)
-    if panels:
-        legend = drawing.legend_entries(classes, colors, sorted(present))
-        fig = image_grid_figure(panels, titles, ["image", "ground truth", "base", "base + FSA"], random_weights,
-                                legend)
-        files = save_figure(fig, stem) + files
     out["gains_losses"] = picked
-    out["gains_losses_files"] = files
+    out["gains_losses_files"] = _write_picked(
+        osp.join(out_dir, "gains_losses"), picked, meta, panels, titles,
+        ["image", "ground truth", "base", "base + FSA"], classes, colors, present, random_weights)
     if kept_share:
         out.update(_kept_share(_evaluation_model(cfg, config, options), [r["image"] for r in images], methods,
                                out_dir, random_weights, meta))
     return out
+
+
+def _write_picked(stem: str, picked: List[Dict[str, Any]], meta: Mapping[str, Any], panels, titles,
+                  columns: Sequence[str], classes, colors, present, random_weights: bool) -> List[str]:
+    """The table of the picked images at ``stem`` (CSV, JSON) and, when there are panels, their grid figure with
+    one legend of the classes ``present`` (PNG, PDF); returns the files written, figure first."""
+    files = write_table(picked, stem, meta)
+    if panels:
+        legend = drawing.legend_entries(classes, colors, sorted(present))
+        fig = image_grid_figure(panels, titles, list(columns), random_weights, legend)
+        files = save_figure(fig, stem) + files
+    return files
 
 
 def _evaluation_model(cfg, config: str, options: Mapping[str, Any]):
@@ -263,16 +270,12 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3, met
                        drawing.changed_panel(c.rgb, c.base, c.fsa, c.colors)])
         titles.append(f"{osp.basename(row['image'])}: {row['changed_share']:.1f}% changed")
         present.update(np.unique(c.base).tolist() + np.unique(c.fsa).tolist())
-    stem = osp.join(out_dir, "most_changed")
-    files = write_table(picked, stem, meta)
-    if panels:
-        first = kept[picked[0]["image"]]
-        legend = drawing.legend_entries(first.classes, first.colors, sorted(present))
-        fig = image_grid_figure(panels, titles, ["image", "base", "base + FSA", "changed pixels"], random_weights,
-                                legend)
-        files = save_figure(fig, stem) + files
+    first = kept[picked[0]["image"]] if picked else None
     out["most_changed"] = picked
-    out["most_changed_files"] = files
+    out["most_changed_files"] = _write_picked(
+        osp.join(out_dir, "most_changed"), picked, meta, panels, titles,
+        ["image", "base", "base + FSA", "changed pixels"], first and first.classes, first and first.colors,
+        present, random_weights)
     if kept_share:
         out.update(_kept_share(model, list(images), methods, out_dir, random_weights, meta))
     return out
