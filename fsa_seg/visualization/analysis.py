@@ -256,7 +256,9 @@ def analyze_folder(model, images: Sequence[str], out_dir: str, top: int = 3, met
         rows.append({"image": path, "pixels": int(c.base.size), "changed_pixels": changed,
                      "changed_share": round(100.0 * changed / c.base.size, 4)})
         kept[path] = c
-    rows.sort(key=lambda r: -r["changed_share"])
+        # only the images that may still be drawn keep their comparison (memory stays flat over a large folder)
+        rows.sort(key=lambda r: -r["changed_share"])
+        kept = {r["image"]: kept[r["image"]] for r in rows[:top] if r["image"] in kept}
     meta = dict(random_weights=random_weights, variants=dict(zip(NAMES, ({"fsa": False}, {"fsa": True}))))
     os.makedirs(out_dir, exist_ok=True)
     stem = osp.join(out_dir, "per_image_changes")
